@@ -1,0 +1,160 @@
+"""Command line for Learning from Feedback: thin wrappers over the ``pipelines`` package.
+
+Exit codes: 0 success; 3 finished, but some rows were quarantined; 2 bad input or usage;
+1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.config import configure_logging, get_settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUARANTINED = 0, 1, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=__doc__)
+
+
+@app.callback()
+def _main(
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bar (for cron).")
+    ] = False,
+):
+    configure_logging(quiet)
+    get_settings.cache_clear()
+    _STATE["quiet"] = quiet
+
+
+_STATE = {"quiet": False}
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _guarded(func):
+    """Turn known input problems into one-line errors with exit code 2."""
+    from pipelines.datasets import DatasetError
+    from pipelines.tables import InputError
+    from pipelines.taxonomy import TaxonomyError
+
+    try:
+        return func()
+    except (InputError, TaxonomyError, DatasetError) as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+    except ValueError as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+
+
+@app.command()
+def train(
+    input: Annotated[Path, typer.Option(help="Labelled export: CSV, Parquet or XLSX.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the feedback text.")],
+    label_column: Annotated[
+        str, typer.Option(help="Column holding the theme (or the other framework's code with --crosswalk).")
+    ],
+    multi_label: Annotated[bool, typer.Option(help="Labels are ';'-separated and a text may have several.")] = False,
+    taxonomy: Annotated[
+        Path | None, typer.Option(help="Taxonomy YAML; labels must be its themes or sub-themes.")
+    ] = None,
+    crosswalk: Annotated[
+        Path | None, typer.Option(help="Crosswalk YAML mapping another framework's codes onto the taxonomy.")
+    ] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="Also write the MLflow model folder here.")] = None,
+    register: Annotated[
+        str | None, typer.Option(help="Register the model under this name in the MLflow registry.")
+    ] = None,
+    cv: Annotated[
+        int | None, typer.Option(help="Evaluate with k-fold cross-validation instead of a 20% hold-out.")
+    ] = None,
+):
+    """Train a theme model, evaluate it on held-out data and log it to MLflow.
+
+    Example: python cli.py train --input ../shared/data/nhs_fft_phase1.csv --text-column feedback
+    --label-column code --crosswalk data/crosswalks/nhs_fft_phase1.yaml --register complaint-themes
+    """
+    from pipelines.train import train as run_train
+
+    result = _guarded(
+        lambda: run_train(
+            input,
+            text_column,
+            label_column,
+            multi_label=multi_label,
+            taxonomy_path=taxonomy,
+            crosswalk_path=crosswalk,
+            model_dir=model_dir,
+            register=register,
+            cv=cv,
+        )
+    )
+    m = result.metrics
+    typer.echo(f"macro-F1 {m['macro_f1']:.3f}  micro-F1 {m['micro_f1']:.3f}  ({m['n_evaluated']} held-out rows)")
+    typer.echo(f"{'theme':<32}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for theme, row in m["per_theme"].items():
+        typer.echo(f"{theme:<32}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>10}")
+    typer.echo(f"sent to review: {m['review_rate']:.1%}; precision of the rest: {m['precision_not_reviewed']:.3f}")
+    typer.echo(f"MLflow run {result.run_id}; model {result.model_uri}")
+    if result.registered_version:
+        typer.echo(f"registered {register} version {result.registered_version}")
+
+
+@app.command()
+def score(
+    model: Annotated[str, typer.Option(help="MLflow model folder, or models:/NAME@ALIAS from the registry.")],
+    input: Annotated[Path, typer.Option(help="Complaints to tag: CSV, Parquet or XLSX.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the complaint text.")],
+    output: Annotated[Path, typer.Option(help="Tagged output: .csv or .parquet.")],
+    id_column: Annotated[
+        str | None, typer.Option(help="Column holding a unique id (duplicates are quarantined).")
+    ] = None,
+    quarantine: Annotated[Path | None, typer.Option(help="Where bad rows go (default: OUTPUT.quarantine.csv).")] = None,
+):
+    """Tag complaints with theme, theme_confidence, themes, needs_review and evidence.
+
+    Example: python cli.py score --model models:/complaint-themes@champion --input data/sample/complaints.csv
+    --text-column text --id-column complaint_id --output tagged.csv
+    """
+    from pipelines.score import score_file
+
+    summary = _guarded(
+        lambda: score_file(model, input, output, text_column, id_column, quarantine, progress=not _STATE["quiet"])
+    )
+    typer.echo(f"{summary.rows_in} rows read, {summary.rows_scored} tagged -> {summary.output}", err=True)
+    if summary.rows_quarantined:
+        typer.echo(f"{summary.rows_quarantined} rows quarantined -> {summary.quarantine}", err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def nightly():
+    """The nightly job: train a default model if none is registered, then tag the exports in the drop folder.
+
+    Example: python cli.py nightly --quiet   (settings from LFF_* environment variables)
+    """
+    from pipelines.nightly import run_nightly
+
+    summary = _guarded(lambda: run_nightly(progress=not _STATE["quiet"]))
+    for f in summary.files:
+        typer.echo(f"{f.rows_scored} tagged, {f.rows_quarantined} quarantined -> {f.output}", err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as err:  # noqa: BLE001 - last resort: one line, failure exit code, no traceback spam
+        typer.echo(f"error: unexpected failure: {type(err).__name__}: {err}", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""One source of truth for settings: environment variables (prefix ``LFF_``) over defaults.
+
+Everything else in the package receives a :class:`Settings` object (or values taken
+from it); nothing below this module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Where data, models and the MLflow store live, and the knobs of training and scoring."""
+
+    model_config = SettingsConfigDict(env_prefix="LFF_", extra="ignore")
+
+    data_dir: Path = Field(
+        PROJECT_ROOT / "data",
+        description="Project data: taxonomy, crosswalks, sample, stores.",
+    )
+    state_dir: Path | None = Field(None, description="Where the MLflow store and outputs live; defaults to data_dir.")
+    public_data_dir: Path | None = Field(
+        None,
+        description="Folder holding the public datasets (nhs_fft_phase1.csv, ...); defaults to data_dir.",
+    )
+    mlflow_tracking_uri: str | None = Field(None, description="Defaults to a SQLite store under data_dir/mlflow.")
+    experiment_name: str = "learning-from-feedback"
+    model_name: str = Field("complaint-themes", description="Registered model name used by the nightly run.")
+    taxonomy_file: Path | None = Field(None, description="Defaults to data_dir/taxonomy.yaml.")
+    target_precision: float = Field(0.85, gt=0, lt=1, description="Precision wanted among tags not sent to review.")
+    max_text_chars: int = Field(50_000, gt=0, description="Longer texts are quarantined, not scored.")
+    chunk_rows: int = Field(
+        20_000,
+        gt=0,
+        description="Rows per chunk when streaming a file through the scorer.",
+    )
+    n_jobs: int = Field(2, description="Worker processes for scoring (1 = in process).")
+    random_state: int = 42
+    drop_folder: Path | None = Field(None, description="Folder of complaint exports; defaults to data_dir/sample.")
+    output_folder: Path | None = Field(None, description="Where tagged files go; defaults to data_dir/outputs.")
+    text_column: str = "text"
+    id_column: str = "complaint_id"
+
+    @property
+    def public_data(self) -> Path:
+        return self.public_data_dir or self.data_dir
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir or self.data_dir
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.state / "mlflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.mlflow_dir / "artifacts").resolve().as_uri()
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output_folder or self.state / "outputs"
+
+    @property
+    def taxonomy_path(self) -> Path:
+        return self.taxonomy_file or self.data_dir / "taxonomy.yaml"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def configure_mlflow(settings: Settings) -> str:
+    """Point MLflow at the project's store and return the experiment id (created if new)."""
+    import mlflow
+
+    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, so cron mail and log shippers can parse every event.
+
+    Messages are event names and counts; callers never pass complaint text.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        payload.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            payload["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(quiet: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("pipelines")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False

@@ -1,0 +1,174 @@
+"""Batch scoring: tag a CSV or Parquet file of complaints with their substantive theme.
+
+The file streams through in chunks (memory does not grow with it); chunks are scored in
+worker processes, each holding one copy of the model; bad rows go to a quarantine file
+with their reason, so rows in = rows out + rows quarantined.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from pipelines.config import Settings, get_settings
+from pipelines.tables import ROW, InputError, RowChecks, TableWriter, iter_chunks
+from pipelines.themes import OUTPUT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = ["_file", ROW, "_column", "_reason"]
+_LOADED: dict[str, object] = {}  # model path -> loaded pyfunc model, one per worker process
+
+
+@dataclass
+class ScoreSummary:
+    rows_in: int
+    rows_scored: int
+    rows_quarantined: int
+    output: Path
+    quarantine: Path | None
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row was scored, 3 when some were quarantined (see cli.py)."""
+        return 3 if self.rows_quarantined else 0
+
+
+def resolve_model(model_uri: str, settings: Settings) -> str:
+    """A local directory holding the MLflow model (downloaded once from the registry if needed)."""
+    if Path(model_uri).is_dir():
+        return str(Path(model_uri).resolve())
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.config import configure_mlflow
+
+    configure_mlflow(settings)
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    except MlflowException as err:
+        raise InputError(f"model {model_uri!r} not found in {settings.tracking_uri}: {err}") from None
+
+
+def load_model(model_path: str):
+    if model_path not in _LOADED:
+        import mlflow.pyfunc
+
+        _LOADED[model_path] = mlflow.pyfunc.load_model(model_path)
+    return _LOADED[model_path]
+
+
+def score_texts(model_path: str, texts: list[str]) -> pd.DataFrame:
+    """The model's output columns for ``texts``; runs in a worker process."""
+    return load_model(model_path).predict(pd.DataFrame({"text": texts}))
+
+
+def score_frame(frame: pd.DataFrame, model_path: str, text_column: str) -> pd.DataFrame:
+    """``frame`` with the model's output columns added (in process; for small frames and tests)."""
+    out = score_texts(model_path, frame[text_column].astype(str).tolist())
+    return pd.concat([frame.reset_index(drop=True), out[OUTPUT_COLUMNS]], axis=1)
+
+
+def score_file(
+    model_uri: str,
+    input_path: str | Path,
+    output_path: str | Path,
+    text_column: str,
+    id_column: str | None = None,
+    quarantine_path: str | Path | None = None,
+    settings: Settings | None = None,
+    progress: bool = True,
+) -> ScoreSummary:
+    """Tag every row of ``input_path`` and write all its columns plus :data:`OUTPUT_COLUMNS`.
+
+    Example: ``score_file("models:/complaint-themes@champion", "new.csv", "tagged.csv", "text", "id")``
+    """
+    settings = settings or get_settings()
+    started = time.monotonic()
+    input_path, output_path = Path(input_path), Path(output_path)
+    quarantine_path = (
+        Path(quarantine_path) if quarantine_path else output_path.with_name(output_path.stem + ".quarantine.csv")
+    )
+    required = [text_column] + ([id_column] if id_column else [])
+    chunks = iter_chunks(input_path, settings.chunk_rows, required)
+    first = next(chunks, None)  # raises InputError early for a missing or empty file or column
+    model_path = resolve_model(model_uri, settings)
+    checks = RowChecks(str(input_path), text_column, id_column, settings.max_text_chars)
+    writer, quarantine = TableWriter(output_path), TableWriter(quarantine_path)
+    rows_in = 0
+    columns: list[str] | None = None
+
+    def validated():
+        nonlocal rows_in, columns
+        for chunk in _chain(first, chunks):
+            good, bad = checks.split(chunk)
+            rows_in += len(chunk)
+            if columns is None:
+                columns = [c for c in good.columns if c != ROW]
+            if len(bad):
+                quarantine.write(bad.reindex(columns=QUARANTINE_COLUMNS + columns))
+                log.warning(
+                    "rows quarantined",
+                    extra={"fields": {"file": str(input_path), "rows": len(bad)}},
+                )
+            yield good
+
+    n_jobs = max(1, settings.n_jobs)
+    bar = tqdm(unit="rows", disable=not progress, desc="scoring", mininterval=1.0)
+    try:
+        goods = validated()
+        if n_jobs == 1:
+            results = ((g, score_texts(model_path, g[text_column].tolist())) for g in goods)
+        else:
+            pairs = []
+
+            def tasks():
+                for g in goods:
+                    pairs.append(g)
+                    yield delayed(score_texts)(model_path, g[text_column].tolist())
+
+            scored = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")(tasks())
+            results = ((pairs.pop(0), out) for out in scored)
+        for good, out in results:
+            tagged = pd.concat(
+                [good.drop(columns=[ROW]).reset_index(drop=True), out[OUTPUT_COLUMNS]],
+                axis=1,
+            )
+            writer.write(tagged)
+            bar.update(len(tagged))
+            log.info(
+                "chunk scored",
+                extra={"fields": {"rows": len(tagged), "total": writer.rows}},
+            )
+    finally:
+        bar.close()
+        writer.close(empty_columns=(columns or required) + OUTPUT_COLUMNS)
+        quarantine.close()
+    summary = ScoreSummary(
+        rows_in=rows_in,
+        rows_scored=writer.rows,
+        rows_quarantined=quarantine.rows,
+        output=output_path,
+        quarantine=quarantine_path if quarantine.rows else None,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    if not quarantine.rows and quarantine_path.exists():
+        quarantine_path.unlink()
+    log.info(
+        "scoring finished",
+        extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}},
+    )
+    return summary
+
+
+def _chain(first, rest):
+    if first is not None:
+        yield first
+    yield from rest

@@ -1,0 +1,246 @@
+"""Reading and writing tables at the edges: CSV, Parquet and XLSX in, CSV and Parquet out.
+
+Inputs are checked once, here: a problem with the whole file (missing, empty, missing a
+column) raises :class:`InputError` with a one-line message naming the file and column;
+a problem with a row sends that row to quarantine with its reason, and the rest carry on.
+Outputs written as CSV have spreadsheet formulas neutralised.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+_BAD_LINE = re.compile(r"Skipping line (\d+): (.*)")
+ROW = "source_row"  # 1-based data row number in the source file (header excluded)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class InputError(ValueError):
+    """The input cannot be read at all; the message names the file (and column or row)."""
+
+
+def file_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in {".csv", ".txt"}:
+        return "csv"
+    if suffix in {".parquet", ".pq"}:
+        return "parquet"
+    if suffix in {".xlsx", ".xlsm"}:
+        return "xlsx"
+    raise InputError(f"{path}: unsupported file type {suffix!r} (use .csv, .parquet or .xlsx)")
+
+
+def detect_encoding(path: Path, block_size: int = 1 << 22) -> str:
+    """'utf-8' (or 'utf-8-sig' with a BOM) when the whole file decodes as UTF-8, else 'cp1252'.
+
+    Excel on Windows saves CSV as Windows-1252; that is read as such, with a warning naming
+    the line where UTF-8 first failed. The check streams, so memory does not grow with the file.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as fh:
+        head = fh.read(3)
+        encoding = "utf-8-sig" if head == codecs.BOM_UTF8 else "utf-8"
+        fh.seek(0)
+        for block in iter(lambda: fh.read(block_size), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                bad_line = line + block[: err.start].count(b"\n")
+                log.warning(
+                    "input not UTF-8, reading as Windows-1252",
+                    extra={"fields": {"file": str(path), "line": bad_line}},
+                )
+                return "cp1252"
+            line += block.count(b"\n")
+    return encoding
+
+
+def check_columns(path: Path, columns: list[str], required: list[str]) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise InputError(f"{path}: column {missing[0]!r} not found; columns are: {', '.join(map(str, columns))}")
+
+
+def iter_chunks(path: str | Path, chunk_rows: int, required: list[str]) -> Iterator[pd.DataFrame]:
+    """The table in chunks of strings, each with a ``source_row`` column; bad CSV lines are yielded
+    as quarantine rows (``_reason`` set) instead of being skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    kind = file_format(path)
+    start = 1
+    if kind == "parquet":
+        parquet = pq.ParquetFile(path)
+        check_columns(path, parquet.schema_arrow.names, required)
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            frame = batch.to_pandas().astype("string").astype(object).where(lambda f: f.notna(), "")
+            yield frame.assign(**{ROW: range(start, start + len(frame))})
+            start += len(frame)
+        return
+    if kind == "xlsx":
+        frame = pd.read_excel(path, dtype=str, keep_default_na=False)
+        check_columns(path, list(frame.columns), required)
+        for begin in range(0, len(frame), chunk_rows):
+            part = frame.iloc[begin : begin + chunk_rows].copy()
+            yield part.assign(**{ROW: range(begin + 1, begin + 1 + len(part))})
+        return
+    encoding = detect_encoding(path)
+    try:
+        reader = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            chunksize=chunk_rows,
+            encoding=encoding,
+            on_bad_lines="warn",
+        )
+        while True:
+            # The C parser reports a line with too many fields as a warning and skips it;
+            # catch those warnings and turn each into a quarantine row with its line number.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                chunk = next(reader, None)
+            if chunk is None:
+                break
+            if start == 1:
+                check_columns(path, list(chunk.columns), required)
+            chunk = chunk.assign(**{ROW: range(start, start + len(chunk))})
+            start += len(chunk)
+            bad = [m.group(1, 2) for w in caught for m in _BAD_LINE.finditer(str(w.message))]
+            if bad:
+                rows = pd.DataFrame({"_reason": [f"malformed CSV line {line}: {why}" for line, why in bad]})
+                chunk = pd.concat([chunk, rows.assign(**{ROW: pd.NA})], ignore_index=True)
+            yield chunk
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: file has no header row") from None
+    except pd.errors.ParserError as err:
+        raise InputError(f"{path}: cannot parse CSV: {err}") from None
+
+
+def read_table(path: str | Path, required: list[str]) -> pd.DataFrame:
+    """Whole table as strings (for training data, which fits in memory)."""
+    chunks = list(iter_chunks(path, 1_000_000, required))
+    frame = pd.concat(chunks, ignore_index=True)
+    if "_reason" in frame.columns:
+        bad = frame["_reason"].notna()
+        if bad.any():
+            log.warning(
+                "malformed rows skipped",
+                extra={"fields": {"file": str(path), "rows": int(bad.sum())}},
+            )
+        frame = frame[~bad].drop(columns=["_reason"], errors="ignore")
+    return frame
+
+
+@dataclass
+class RowChecks:
+    """Per-row validation for scoring: empty or oversized text, missing or duplicate id."""
+
+    source: str
+    text_column: str
+    id_column: str | None
+    max_chars: int
+    seen_ids: dict = field(default_factory=dict)
+
+    def split(self, chunk: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(good rows, quarantined rows with ``_reason`` and ``_column``)."""
+        reason = (
+            chunk["_reason"].astype(object)
+            if "_reason" in chunk.columns
+            else pd.Series(None, index=chunk.index, dtype=object)
+        )
+        column = pd.Series(None, index=chunk.index, dtype=object)
+        column[reason.notna()] = ""
+        text = (
+            chunk[self.text_column].fillna("").astype(str)
+            if self.text_column in chunk.columns
+            else pd.Series("", index=chunk.index)
+        )
+        length = text.str.len()
+        empty = reason.isna() & (text.str.strip() == "")
+        reason[empty], column[empty] = "empty text", self.text_column
+        huge = reason.isna() & (length > self.max_chars)
+        reason[huge] = "text longer than " + str(self.max_chars) + " characters (" + length[huge].astype(str) + ")"
+        column[huge] = self.text_column
+        if self.id_column:
+            ids = chunk[self.id_column].fillna("").astype(str).str.strip()
+            missing = reason.isna() & (ids == "")
+            reason[missing], column[missing] = "missing id", self.id_column
+            for idx in chunk.index[reason.isna()]:
+                key, row = ids[idx], chunk.at[idx, ROW]
+                first = self.seen_ids.setdefault(key, row)
+                if first != row:
+                    reason[idx], column[idx] = (
+                        f"duplicate id {key!r} (first at row {first})",
+                        self.id_column,
+                    )
+        bad = reason.notna()
+        quarantined = chunk[bad].assign(_reason=reason[bad], _column=column[bad], _file=self.source)
+        good = chunk[~bad].drop(columns=["_reason"], errors="ignore")
+        return good, quarantined
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Prefix text cells that a spreadsheet would run as a formula with a quote (numbers are left alone)."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype != object and not pd.api.types.is_string_dtype(out[col]):
+            continue
+        values = out[col].astype(object)
+        text = values.where(values.map(lambda v: isinstance(v, str)), "")
+        risky = text.str.startswith(FORMULA_START) & pd.to_numeric(text, errors="coerce").isna()
+        out.loc[risky, col] = "'" + text[risky]
+    return out
+
+
+class TableWriter:
+    """Appends chunks to a CSV (formulas neutralised) or Parquet file; one schema per file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.kind = file_format(self.path)
+        if self.kind == "xlsx":
+            raise InputError(f"{self.path}: write CSV or Parquet (XLSX output is for reports)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._parquet: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._started = False
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.kind == "csv":
+            neutralise_formulas(frame).to_csv(
+                self.path,
+                mode="a" if self._started else "w",
+                header=not self._started,
+                index=False,
+            )
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False, schema=self._schema)
+            if self._parquet is None:
+                self._schema = table.schema
+                self._parquet = pq.ParquetWriter(self.path, self._schema)
+            self._parquet.write_table(table)
+        self._started = True
+        self.rows += len(frame)
+
+    def close(self, empty_columns: list[str] | None = None) -> None:
+        if not self._started and empty_columns is not None:
+            self.write(pd.DataFrame(columns=empty_columns))
+        if self._parquet is not None:
+            self._parquet.close()

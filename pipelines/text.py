@@ -1,0 +1,207 @@
+"""Text processing with spaCy: normalisation, redaction of personal identifiers, lemmas.
+
+Redaction is a spaCy component (``identifier_finder``) that marks identifier spans in
+``doc.spans["identifiers"]``; :func:`redact` replaces them with placeholders such as
+``[EMAIL]``. The redacted text is what every later step (features, evidence, reports,
+MLflow artifacts) sees, so an identifier never leaves this module.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import spacy
+from sklearn.base import BaseEstimator, TransformerMixin
+from spacy.language import Language
+from spacy.matcher import Matcher
+from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
+
+HONORIFICS = ["mr", "mrs", "ms", "miss", "mx", "dr", "prof", "cllr", "sr"]
+ROLES = ["doctor", "professor", "nurse", "sister", "matron"]
+TITLES = HONORIFICS + ROLES
+
+
+def _with_dots(words: list[str]) -> list[str]:
+    return words + [w + "." for w in words]
+
+
+# Regexes for identifiers whose shape spans several tokens; names use a token Matcher.
+_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w+])(?:\+44\s?(?:\(0\)\s?)?|\(?0)\d{2,4}\)?[\s-]?\d{3,4}[\s-]?\d{3,4}(?!\w)")
+_NHS = re.compile(r"(?<![\w-])\d{3}[\s-]?\d{3}[\s-]?\d{4}(?![\w-])")
+_NINO = re.compile(
+    r"(?<!\w)(?!BG|GB|KN|NK|NT|TN|ZZ)[A-Z]{2}\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D](?!\w)",
+    re.IGNORECASE,
+)
+_POSTCODE = re.compile(
+    r"(?<!\w)(?:GIR\s?0AA|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2})(?!\w)",
+    re.IGNORECASE,
+)
+# Cheap test for "could this text hold an identifier at all?"; most feedback has none,
+# and skipping spaCy for it keeps scoring fast.
+_CANDIDATE = r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b"
+
+PLACEHOLDERS = {
+    "EMAIL": "[EMAIL]",
+    "PHONE": "[PHONE]",
+    "NHS_NUMBER": "[NHS_NUMBER]",
+    "NI_NUMBER": "[NI_NUMBER]",
+    "POSTCODE": "[POSTCODE]",
+    "NAME": "[NAME]",
+}
+
+_QUOTES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+    }
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACE = re.compile(r"\s+")
+
+
+def nhs_number_is_valid(digits: str) -> bool:
+    """Modulus 11 check used by NHS numbers; an ordinary 10-digit number usually fails it."""
+    if len(digits) != 10 or not digits.isdigit() or len(set(digits)) == 1:
+        return False
+    total = sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1)))
+    check = 11 - total % 11
+    check = 0 if check == 11 else check
+    return check != 10 and check == int(digits[9])
+
+
+def normalise(text: str) -> str:
+    """Unicode-normalised text with plain quotes and dashes, no control characters, single spaces."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    return _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
+
+
+@Language.factory("identifier_finder")
+def _make_identifier_finder(nlp: Language, name: str) -> IdentifierFinder:
+    return IdentifierFinder(nlp)
+
+
+class IdentifierFinder:
+    """spaCy component: puts personal identifiers in ``doc.spans["identifiers"]``, labelled by kind."""
+
+    def __init__(self, nlp: Language):
+        self.matcher = Matcher(nlp.vocab)
+        honorific = {"LOWER": {"IN": _with_dots(HONORIFICS)}}
+        role = {"LOWER": {"IN": _with_dots(ROLES)}}
+        dot = {"ORTH": ".", "OP": "?"}
+        capitalised = {"IS_TITLE": True, "LOWER": {"NOT_IN": ["i"]}, "OP": "{1,3}"}
+        # After an honorific ("Mrs smith", "DR PATEL") the next word is a name whatever its case;
+        # after a role ("the nurse was kind") only a capitalised word is.
+        any_case = {"IS_ALPHA": True, "IS_STOP": False}
+        self.matcher.add(
+            "NAME",
+            [
+                [honorific, dot, capitalised],
+                [honorific, dot, any_case],
+                [role, dot, capitalised],
+            ],
+            greedy="LONGEST",
+        )
+
+    def __call__(self, doc: Doc) -> Doc:
+        spans: list[Span] = []
+        text = doc.text
+        for label, pattern in (
+            ("EMAIL", _EMAIL),
+            ("NI_NUMBER", _NINO),
+            ("POSTCODE", _POSTCODE),
+        ):
+            spans += self._char_spans(doc, label, (m.span() for m in pattern.finditer(text)))
+        nhs = [m.span() for m in _NHS.finditer(text) if nhs_number_is_valid(re.sub(r"\D", "", m.group()))]
+        spans += self._char_spans(doc, "NHS_NUMBER", nhs)
+        phones = [m.span() for m in _PHONE.finditer(text) if 10 <= len(re.sub(r"\D", "", m.group())) <= 12]
+        spans += self._char_spans(doc, "PHONE", phones)
+        for _, start, end in self.matcher(doc):
+            # Keep the title itself ("Mrs [NAME]"): it is not identifying and helps readers.
+            first = start + 1 + (doc[start + 1].text == ".")
+            if first < end:
+                spans.append(Span(doc, first, end, label="NAME"))
+        doc.spans["identifiers"] = filter_spans(spans)
+        return doc
+
+    @staticmethod
+    def _char_spans(doc: Doc, label: str, offsets: Iterable[tuple[int, int]]) -> list[Span]:
+        found = []
+        for start, end in offsets:
+            span = doc.char_span(start, end, label=label, alignment_mode="expand")
+            if span is not None:
+                found.append(span)
+        return found
+
+
+@lru_cache(maxsize=2)
+def make_nlp(lemmatize: bool = False) -> Language:
+    """Blank English pipeline with the identifier finder (and the lookup lemmatizer if asked).
+
+    Works offline: lemma tables come from ``spacy-lookups-data``; no trained model is needed.
+    """
+    nlp = spacy.blank("en")
+    nlp.add_pipe("identifier_finder")
+    if lemmatize:
+        nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
+        nlp.initialize()
+    return nlp
+
+
+def redact_doc(doc: Doc) -> str:
+    """The doc's text with each identifier span replaced by its placeholder."""
+    parts, cursor = [], 0
+    for span in sorted(doc.spans["identifiers"], key=lambda s: s.start_char):
+        parts += [doc.text[cursor : span.start_char], PLACEHOLDERS[span.label_]]
+        cursor = span.end_char
+    parts.append(doc.text[cursor:])
+    return "".join(parts)
+
+
+def redact(texts: Iterable[str] | pd.Series) -> list[str]:
+    """Normalised texts with personal identifiers replaced by placeholders (``[NAME]``, ``[EMAIL]``...)."""
+    series = pd.Series(list(texts) if not isinstance(texts, pd.Series) else texts, dtype="object")
+    cleaned = series.fillna("").astype(str).map(normalise)
+    out = cleaned.tolist()
+    candidates = np.flatnonzero(cleaned.str.contains(_CANDIDATE, case=False, regex=True).to_numpy())
+    if len(candidates):
+        nlp = make_nlp()
+        docs = nlp.pipe((out[i] for i in candidates), batch_size=256)
+        for i, doc in zip(candidates, docs):
+            out[i] = redact_doc(doc)
+    return out
+
+
+def find_identifiers(text: str) -> list[tuple[str, str]]:
+    """(kind, text) of each identifier found: for tests and for auditing redaction."""
+    doc = make_nlp()(normalise(text))
+    return [(s.label_, s.text) for s in doc.spans["identifiers"]]
+
+
+def lemmatise(texts: Iterable[str]) -> list[str]:
+    """Lower-cased lemmas joined by spaces (the lookup lemmatizer is case-sensitive)."""
+    nlp = make_nlp(lemmatize=True)
+    return [
+        " ".join(t.lemma_ for t in doc if not t.is_space)
+        for doc in nlp.pipe((t.lower() for t in texts), batch_size=512)
+    ]
+
+
+class Redactor(BaseEstimator, TransformerMixin):
+    """First step of the theme pipeline: normalise and redact, so features never see identifiers."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        return np.asarray(redact(X), dtype=object)

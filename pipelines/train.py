@@ -1,0 +1,512 @@
+"""Training: build the labelled set, evaluate honestly on held-out data, fit, log to MLflow.
+
+Metrics always come from data the evaluated model did not see (a stratified hold-out, or
+k-fold cross-validation); the logged model is then refit on all labelled rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.base import clone
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.preprocessing import MultiLabelBinarizer
+
+from pipelines.config import PROJECT_ROOT, Settings, configure_mlflow, get_settings
+from pipelines.datasets import sha256_of
+from pipelines.tables import InputError, read_table
+from pipelines.taxonomy import Crosswalk, Taxonomy
+from pipelines.themes import (
+    INFO_ARTIFACT,
+    LABEL_SEPARATOR,
+    OUTPUT_COLUMNS,
+    PIPELINE_ARTIFACT,
+    make_pipeline,
+    save_pipeline,
+    tag,
+)
+
+log = logging.getLogger(__name__)
+
+# Made up, so that no real complaint text is ever stored as the model's input example.
+INPUT_EXAMPLE = pd.DataFrame(
+    {"text": ["Nobody called me back about my mother's care package, and the carer was late again."]}
+)
+PIP_REQUIREMENTS = [
+    "scikit-learn>=1.9",
+    "numpy>=2.4",
+    "scipy>=1.17",
+    "pandas>=3.1",
+    "spacy>=3.8",
+    "skops>=0.16",
+    "pyyaml>=6.0",
+    "pydantic-settings>=2.10",
+    "mlflow>=3.17",
+]
+
+
+@dataclass
+class LabelledData:
+    """Texts and their labels (themes, ``;``-joined when multi-label), plus what was dropped and why."""
+
+    texts: pd.Series
+    labels: pd.Series
+    multi_label: bool
+    feedback_types: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    source_sha256: str = ""
+    taxonomy: Taxonomy | None = None
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str
+    metrics: dict
+    registered_version: str | None = None
+    model_dir: Path | None = None
+
+
+def load_labelled(
+    input_path: str | Path,
+    text_column: str,
+    label_column: str,
+    multi_label: bool = False,
+    taxonomy_path: str | Path | None = None,
+    crosswalk_path: str | Path | None = None,
+) -> LabelledData:
+    """Read a labelled export and resolve its labels to themes.
+
+    With a crosswalk, ``label_column`` holds the other framework's codes and they are mapped
+    onto the taxonomy (default taxonomy when none is given); with only a taxonomy, labels
+    must be its themes or sub-themes (sub-themes roll up); with neither, labels are used as
+    they are, so any taxonomy can be learned.
+    """
+    input_path = Path(input_path)
+    frame = read_table(input_path, [text_column, label_column])
+    dropped = {}
+    taxonomy = None
+    if crosswalk_path or taxonomy_path:
+        taxonomy = Taxonomy.from_file(taxonomy_path or get_settings().taxonomy_path)
+    empty_text = frame[text_column].str.strip() == ""
+    dropped["empty text"] = int(empty_text.sum())
+    frame = frame[~empty_text]
+    if crosswalk_path:
+        crosswalk = Crosswalk.from_file(crosswalk_path)
+        before = len(frame)
+        frame = crosswalk.apply(
+            frame.rename(columns={label_column: crosswalk.source_column})
+            if label_column != crosswalk.source_column
+            else frame,
+            taxonomy,
+            label_column="_theme",
+        )
+        dropped["not mapped by crosswalk (neutral, excluded code or polarity)"] = before - len(frame)
+        labels = frame["_theme"]
+        multi_label = False
+    else:
+        empty_label = frame[label_column].str.strip() == ""
+        dropped["empty label"] = int(empty_label.sum())
+        frame = frame[~empty_label]
+        labels = frame[label_column].str.strip()
+        if taxonomy is not None:
+            labels = taxonomy.resolve_labels(labels, multi_label=multi_label, source=str(input_path))
+        elif multi_label:
+            labels = labels.map(
+                lambda v: LABEL_SEPARATOR.join(p.strip() for p in v.split(LABEL_SEPARATOR) if p.strip())
+            )
+    if frame.empty:
+        raise InputError(f"{input_path}: no labelled rows left to train on (dropped: {dropped})")
+    return LabelledData(
+        texts=frame[text_column].reset_index(drop=True),
+        labels=labels.reset_index(drop=True),
+        multi_label=multi_label,
+        feedback_types=taxonomy.feedback_type_of() if taxonomy else {},
+        dropped=dropped,
+        source_sha256=sha256_of(input_path),
+        taxonomy=taxonomy,
+    )
+
+
+def _label_matrix(labels, classes) -> np.ndarray:
+    return MultiLabelBinarizer(classes=list(classes)).fit_transform([str(v).split(LABEL_SEPARATOR) for v in labels])
+
+
+def evaluate(
+    pipeline,
+    texts: pd.Series,
+    labels: pd.Series,
+    multi_label: bool,
+    holdout: float = 0.2,
+    cv: int | None = None,
+    random_state: int = 42,
+) -> dict:
+    """Out-of-sample predictions and metrics: hold-out (default) or k-fold cross-validation."""
+    if cv:
+        splitter = (
+            KFold(cv, shuffle=True, random_state=random_state)
+            if multi_label
+            else StratifiedKFold(cv, shuffle=True, random_state=random_state)
+        )
+        splits = list(splitter.split(texts, None if multi_label else labels))
+    else:
+        stratify = None if multi_label else labels
+        train_idx, test_idx = train_test_split(
+            np.arange(len(texts)),
+            test_size=holdout,
+            stratify=stratify,
+            random_state=random_state,
+        )
+        splits = [(train_idx, test_idx)]
+    parts = []
+    for train_idx, test_idx in splits:
+        model = clone(pipeline).fit(texts.iloc[train_idx], labels.iloc[train_idx])
+        out = tag(model, texts.iloc[test_idx])
+        out["true"] = labels.iloc[test_idx].to_numpy()
+        parts.append(out)
+    predictions = pd.concat(parts, ignore_index=True)
+    return {
+        "predictions": predictions,
+        **metrics_from_predictions(predictions, multi_label),
+    }
+
+
+def metrics_from_predictions(predictions: pd.DataFrame, multi_label: bool) -> dict:
+    """Macro/micro F1, per-theme precision/recall/F1, and how the review threshold did."""
+    if multi_label:
+        classes = sorted({c for v in predictions["true"] for c in str(v).split(LABEL_SEPARATOR)})
+        y_true, y_pred = (
+            _label_matrix(predictions["true"], classes),
+            _label_matrix(predictions["themes"], classes),
+        )
+        correct = np.array(
+            [t in str(v).split(LABEL_SEPARATOR) for t, v in zip(predictions["theme"], predictions["true"])]
+        )
+    else:
+        classes = sorted(set(predictions["true"]) | set(predictions["theme"]))
+        y_true, y_pred = predictions["true"], predictions["theme"]
+        correct = (predictions["theme"] == predictions["true"]).to_numpy()
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, labels=None if multi_label else classes, zero_division=0
+    )
+    auto = ~predictions["needs_review"].to_numpy()
+    return {
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "per_theme": {
+            c: {
+                "precision": float(pp),
+                "recall": float(rr),
+                "f1": float(ff),
+                "support": int(ss),
+            }
+            for c, pp, rr, ff, ss in zip(classes, p, r, f, s)
+        },
+        "review_rate": float(1 - auto.mean()),
+        "precision_not_reviewed": float(correct[auto].mean()) if auto.any() else float("nan"),
+        "n_evaluated": int(len(predictions)),
+        "classes": classes,
+    }
+
+
+def confusion_figure(predictions: pd.DataFrame, classes: list[str]):
+    fig = Figure(figsize=(1.0 + 0.8 * len(classes), 1.0 + 0.7 * len(classes)))
+    ax = fig.subplots()
+    matrix = confusion_matrix(predictions["true"], predictions["theme"], labels=classes)
+    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, xticks_rotation=45, colorbar=False, cmap="Blues")
+    ax.set_title("Confusion matrix (held-out data)")
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(predictions: pd.DataFrame, multi_label: bool, bins: int = 10):
+    """Reliability of the top theme's confidence: predicted probability vs observed accuracy."""
+    if multi_label:
+        correct = np.array(
+            [t in str(v).split(LABEL_SEPARATOR) for t, v in zip(predictions["theme"], predictions["true"])]
+        )
+    else:
+        correct = (predictions["theme"] == predictions["true"]).to_numpy()
+    conf = predictions["theme_confidence"].to_numpy()
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)
+    frame = (
+        pd.DataFrame({"bin": which, "conf": conf, "correct": correct})
+        .groupby("bin")
+        .agg(conf=("conf", "mean"), acc=("correct", "mean"), n=("conf", "size"))
+    )
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.plot(frame["conf"], frame["acc"], marker="o", color="#0072B2", label="model")
+    ax.set_xlabel("confidence of the top theme")
+    ax.set_ylabel("share correct")
+    ax.set_title("Calibration (held-out data)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def model_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    outputs = Schema(
+        [
+            ColSpec("string", "theme"),
+            ColSpec("double", "theme_confidence"),
+            ColSpec("string", "themes"),
+            ColSpec("boolean", "needs_review"),
+            ColSpec("string", "evidence"),
+            ColSpec("string", "feedback_type"),
+            ColSpec("string", "theme_probabilities"),
+        ]
+    )
+    assert [c.name for c in outputs.inputs] == OUTPUT_COLUMNS
+    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=outputs)
+
+
+def train(
+    input_path: str | Path,
+    text_column: str,
+    label_column: str,
+    multi_label: bool = False,
+    taxonomy_path: str | Path | None = None,
+    crosswalk_path: str | Path | None = None,
+    model_dir: str | Path | None = None,
+    register: str | None = None,
+    holdout: float = 0.2,
+    cv: int | None = None,
+    settings: Settings | None = None,
+) -> TrainResult:
+    """Train, evaluate and log a theme model to MLflow; optionally save it to a folder and register it.
+
+    Example: ``train("fft.csv", "feedback", "code", crosswalk_path="data/crosswalks/nhs_fft_phase1.yaml")``
+    """
+    import mlflow
+
+    settings = settings or get_settings()
+    data = load_labelled(
+        input_path,
+        text_column,
+        label_column,
+        multi_label,
+        taxonomy_path,
+        crosswalk_path,
+    )
+    pipeline = make_pipeline(
+        multi_label=data.multi_label,
+        target_precision=settings.target_precision,
+        random_state=settings.random_state,
+    )
+    log.info(
+        "training",
+        extra={
+            "fields": {
+                "rows": len(data.texts),
+                "themes": int(data.labels.nunique()),
+                "dropped": data.dropped,
+            }
+        },
+    )
+    started = time.monotonic()
+    evaluation = evaluate(
+        pipeline,
+        data.texts,
+        data.labels,
+        data.multi_label,
+        holdout=holdout,
+        cv=cv,
+        random_state=settings.random_state,
+    )
+    pipeline.fit(data.texts, data.labels)
+    seconds = time.monotonic() - started
+    classifier = pipeline.named_steps["classifier"]
+    metrics = {
+        k: evaluation[k]
+        for k in (
+            "macro_f1",
+            "micro_f1",
+            "per_theme",
+            "review_rate",
+            "precision_not_reviewed",
+            "n_evaluated",
+        )
+    }
+    info = {
+        "classes": [str(c) for c in classifier.classes_],
+        "multi_label": data.multi_label,
+        "feedback_types": data.feedback_types,
+        "taxonomy": {
+            "name": data.taxonomy.name,
+            "version": data.taxonomy.version,
+            "sha256": data.taxonomy.source_sha256,
+        }
+        if data.taxonomy
+        else None,
+        "review_threshold": classifier.review_threshold_,
+        "target_precision": settings.target_precision,
+        "training_rows": int(len(data.texts)),
+        "training_sha256": data.source_sha256,
+        "evaluation": {
+            "method": f"{cv}-fold cross-validation" if cv else f"stratified {holdout:.0%} hold-out",
+            **metrics,
+        },
+    }
+    experiment_id = configure_mlflow(settings)
+    with (
+        mlflow.start_run(experiment_id=experiment_id) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        mlflow.set_tags(
+            {
+                "mlflow.source.git.commit": git_commit(),
+                "input_sha256": data.source_sha256,
+                "kind": "theme-classifier",
+            }
+        )
+        mlflow.log_params(
+            {
+                "input_file": Path(input_path).name,
+                "text_column": text_column,
+                "label_column": label_column,
+                "multi_label": data.multi_label,
+                "crosswalk": Path(crosswalk_path).name if crosswalk_path else "",
+                "taxonomy": data.taxonomy.name if data.taxonomy else "",
+                "rows": len(data.texts),
+                "evaluation": info["evaluation"]["method"],
+                **{f"classifier.{k}": v for k, v in classifier.get_params().items()},
+                **{f"dropped.{_metric_key(k)}": v for k, v in data.dropped.items()},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "macro_f1": metrics["macro_f1"],
+                "micro_f1": metrics["micro_f1"],
+                "review_rate": metrics["review_rate"],
+                "precision_not_reviewed": metrics["precision_not_reviewed"],
+                "review_threshold": classifier.review_threshold_,
+                "train_seconds": seconds,
+                **{f"f1.{_metric_key(c)}": m["f1"] for c, m in metrics["per_theme"].items()},
+                **{f"precision.{_metric_key(c)}": m["precision"] for c, m in metrics["per_theme"].items()},
+                **{f"recall.{_metric_key(c)}": m["recall"] for c, m in metrics["per_theme"].items()},
+            }
+        )
+        mlflow.log_dict(metrics, "evaluation/metrics.json")
+        if not data.multi_label:
+            mlflow.log_figure(
+                confusion_figure(evaluation["predictions"], evaluation["classes"]),
+                "evaluation/confusion_matrix.png",
+            )
+        mlflow.log_figure(
+            calibration_figure(evaluation["predictions"], data.multi_label),
+            "evaluation/calibration.png",
+        )
+        artifacts = _write_artifacts(pipeline, info, Path(tmp))
+        model_info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PROJECT_ROOT / "pipelines" / "pyfunc_entry.py"),
+            artifacts=artifacts,
+            signature=model_signature(),
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=PIP_REQUIREMENTS,
+            code_paths=[str(PROJECT_ROOT / "pipelines")],
+            registered_model_name=register,
+        )
+        if model_dir:
+            save_model_dir(pipeline, info, Path(model_dir))
+    version = None
+    if register:
+        version = str(model_info.registered_model_version)
+        _ensure_champion(register, version)
+    log.info(
+        "trained",
+        extra={
+            "fields": {
+                "run_id": run.info.run_id,
+                "macro_f1": round(metrics["macro_f1"], 4),
+                "seconds": round(seconds, 1),
+            }
+        },
+    )
+    return TrainResult(
+        run.info.run_id,
+        model_info.model_uri,
+        {**metrics, "train_seconds": seconds},
+        version,
+        Path(model_dir) if model_dir else None,
+    )
+
+
+def _metric_key(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in name)
+
+
+def _write_artifacts(pipeline, info: dict, folder: Path) -> dict[str, str]:
+    save_pipeline(pipeline, folder / PIPELINE_ARTIFACT)
+    (folder / INFO_ARTIFACT).write_text(json.dumps(info, indent=2, default=str))
+    return {
+        "pipeline": str(folder / PIPELINE_ARTIFACT),
+        "info": str(folder / INFO_ARTIFACT),
+    }
+
+
+def save_model_dir(pipeline, info: dict, path: Path) -> Path:
+    """Write the MLflow model folder (loadable with ``mlflow.pyfunc.load_model(path)``)."""
+    import shutil
+
+    import mlflow.pyfunc
+
+    if path.exists():
+        shutil.rmtree(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            python_model=str(PROJECT_ROOT / "pipelines" / "pyfunc_entry.py"),
+            artifacts=_write_artifacts(pipeline, info, Path(tmp)),
+            signature=model_signature(),
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=PIP_REQUIREMENTS,
+            code_paths=[str(PROJECT_ROOT / "pipelines")],
+        )
+    return path
+
+
+def _ensure_champion(name: str, version: str) -> None:
+    """The first registered version becomes the champion; later ones wait for promotion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        client.set_registered_model_alias(name, "champion", version)

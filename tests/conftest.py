@@ -1,0 +1,71 @@
+"""Shared fixtures. Tests that need the public data read it from LFF_PUBLIC_DATA_DIR
+(set by .ci/run to ../shared/data) and fail, not skip, when it is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.config import PROJECT_ROOT, Settings
+from pipelines.datasets import fetch_fft_phase1
+
+CROSSWALK = PROJECT_ROOT / "data" / "crosswalks" / "nhs_fft_phase1.yaml"
+
+
+@pytest.fixture(scope="session")
+def public_data_dir() -> Path:
+    folder = os.environ.get("LFF_PUBLIC_DATA_DIR")
+    assert folder, "LFF_PUBLIC_DATA_DIR must point at the public datasets (e.g. ../shared/data)"
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def fft(public_data_dir) -> pd.DataFrame:
+    return fetch_fft_phase1(public_data_dir)
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory) -> Path:
+    """One MLflow store for the session (training is the slow part, so models are shared)."""
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def settings(state_dir, public_data_dir) -> Settings:
+    return Settings(state_dir=state_dir, public_data_dir=public_data_dir)
+
+
+def run_cli(*args: str, env: dict | None = None, state_dir: Path | None = None, check: bool = False):
+    """Run ``python cli.py ARGS`` in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    if state_dir is not None:
+        full_env["LFF_STATE_DIR"] = str(state_dir)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "cli.py"), *args], cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"cli {args} exited {result.returncode}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def council_model(state_dir, public_data_dir, tmp_path_factory) -> dict:
+    """The default council model, trained once through the CLI on FFT phase 1 via the crosswalk."""
+    model_dir = tmp_path_factory.mktemp("model") / "council"
+    result = run_cli(
+        "train",
+        "--input", str(public_data_dir / "nhs_fft_phase1.csv"),
+        "--text-column", "feedback",
+        "--label-column", "code",
+        "--crosswalk", str(CROSSWALK),
+        "--model-dir", str(model_dir),
+        "--register", "complaint-themes",
+        state_dir=state_dir,
+        check=True,
+    )  # fmt: skip
+    return {"model_dir": model_dir, "stdout": result.stdout, "stderr": result.stderr, "name": "complaint-themes"}
