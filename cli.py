@@ -142,7 +142,8 @@ def nightly():
 
     summary = _guarded(lambda: run_nightly(progress=not _STATE["quiet"]))
     for f in summary.files:
-        typer.echo(f"{f.rows_scored} tagged, {f.rows_quarantined} quarantined -> {f.output}", err=True)
+        if f.rows_quarantined or not _STATE["quiet"]:
+            typer.echo(f"{f.rows_scored} tagged, {f.rows_quarantined} quarantined -> {f.output}", err=True)
     raise typer.Exit(summary.exit_code)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -126,3 +127,8 @@ def configure_logging(quiet: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else logging.INFO)
     root.propagate = False
+    # MLflow logs store set-up and registry chatter at INFO; cron wants only problems.
+    # MLflow reads this variable when it is first imported, which is after this point.
+    if quiet:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    logging.getLogger("mlflow").setLevel(logging.WARNING if quiet else logging.INFO)

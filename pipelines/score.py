@@ -73,7 +73,7 @@ def score_texts(model_path: str, texts: list[str]) -> pd.DataFrame:
 def score_frame(frame: pd.DataFrame, model_path: str, text_column: str) -> pd.DataFrame:
     """``frame`` with the model's output columns added (in process; for small frames and tests)."""
     out = score_texts(model_path, frame[text_column].astype(str).tolist())
-    return pd.concat([frame.reset_index(drop=True), out[OUTPUT_COLUMNS]], axis=1)
+    return pd.concat([_keep_input_apart(frame).reset_index(drop=True), out[OUTPUT_COLUMNS]], axis=1)
 
 
 def score_file(
@@ -111,7 +111,7 @@ def score_file(
             good, bad = checks.split(chunk)
             rows_in += len(chunk)
             if columns is None:
-                columns = [c for c in good.columns if c != ROW]
+                columns = [c for c in good.columns if c != ROW]  # input names, as quarantine keeps them
             if len(bad):
                 quarantine.write(bad.reindex(columns=QUARANTINE_COLUMNS + columns))
                 log.warning(
@@ -137,19 +137,18 @@ def score_file(
             scored = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")(tasks())
             results = ((pairs.pop(0), out) for out in scored)
         for good, out in results:
-            tagged = pd.concat(
-                [good.drop(columns=[ROW]).reset_index(drop=True), out[OUTPUT_COLUMNS]],
-                axis=1,
-            )
+            kept = _keep_input_apart(good.drop(columns=[ROW])).reset_index(drop=True)
+            tagged = pd.concat([kept, out[OUTPUT_COLUMNS]], axis=1)
             writer.write(tagged)
             bar.update(len(tagged))
-            log.info(
+            log.debug(
                 "chunk scored",
                 extra={"fields": {"rows": len(tagged), "total": writer.rows}},
             )
     finally:
         bar.close()
-        writer.close(empty_columns=(columns or required) + OUTPUT_COLUMNS)
+        kept_columns = list(_keep_input_apart(pd.DataFrame(columns=columns or required)).columns)
+        writer.close(empty_columns=kept_columns + OUTPUT_COLUMNS)
         quarantine.close()
     summary = ScoreSummary(
         rows_in=rows_in,
@@ -166,6 +165,13 @@ def score_file(
         extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}},
     )
     return summary
+
+
+def _keep_input_apart(frame: pd.DataFrame) -> pd.DataFrame:
+    """Input columns named like an output column (e.g. a human-assigned ``theme``) become
+    ``<name>_input``, so the model's tags never overwrite or shadow a person's."""
+    clashes = {c: f"{c}_input" for c in frame.columns if c in OUTPUT_COLUMNS}
+    return frame.rename(columns=clashes) if clashes else frame
 
 
 def _chain(first, rest):

@@ -181,10 +181,12 @@ class RowChecks:
             ids = chunk[self.id_column].fillna("").astype(str).str.strip()
             missing = reason.isna() & (ids == "")
             reason[missing], column[missing] = "missing id", self.id_column
-            for idx in chunk.index[reason.isna()]:
+            # Every occurrence of an id counts, even in a row quarantined for another reason:
+            # two rows with one id are ambiguous, so neither later one is scored silently.
+            for idx in chunk.index[ids != ""]:
                 key, row = ids[idx], chunk.at[idx, ROW]
                 first = self.seen_ids.setdefault(key, row)
-                if first != row:
+                if first != row and pd.isna(reason[idx]):
                     reason[idx], column[idx] = (
                         f"duplicate id {key!r} (first at row {first})",
                         self.id_column,

@@ -359,21 +359,44 @@ _EVIDENCE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _evidence_weights(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray]:
-    """Word-feature names and their per-theme weights, with stop-word-only features zeroed."""
+    """Word-feature names and, per theme, how strongly each pushes a text towards it.
+
+    A term's weight adds its own word weight and the weight of its character n-grams (the
+    score the character features give to the term on its own), because much of what the
+    model learned sits in character n-grams ("nothing" is carried by " noth", "thing"...).
+    Terms that start or end with a stop word get no weight: they are poor evidence.
+    """
     cached = _EVIDENCE_CACHE.get(pipeline)
     if cached is not None:
         return cached
-    words = pipeline.named_steps["features"].transformer_list[0][1]
+    (_, words), (_, chars) = pipeline.named_steps["features"].transformer_list
     names = words.get_feature_names_out().astype(object)
-    weights = pipeline.named_steps["classifier"].coef_for_evidence()[:, : len(names)].astype(np.float32).copy()
-    stop_only = np.array([all(w in _EVIDENCE_STOP_WORDS for w in n.split()) for n in names])
-    weights[:, stop_only] = 0.0
+    coef = pipeline.named_steps["classifier"].coef_for_evidence()
+    char_part = chars.transform(names) @ coef[:, len(names) :].T  # (terms, themes)
+    weights = (coef[:, : len(names)] + np.asarray(char_part).T).astype(np.float32)
+    # A term that starts or ends with a stop word ("staff were") reads worse than its core word.
+    weak = np.array([n.split()[0] in _EVIDENCE_STOP_WORDS or n.split()[-1] in _EVIDENCE_STOP_WORDS for n in names])
+    weights[:, weak] = 0.0
     _EVIDENCE_CACHE[pipeline] = (names, weights)
     return names, weights
 
 
+def _distinct_terms(terms: list[str], top_k: int) -> str:
+    """The first ``top_k`` terms that share no word with a term already chosen."""
+    chosen, used = [], set()
+    for term in terms:
+        words = set(term.split())
+        if words & used:
+            continue
+        chosen.append(term)
+        used |= words
+        if len(chosen) == top_k:
+            break
+    return "; ".join(chosen)
+
+
 def evidence(pipeline: Pipeline, features: sp.csr_matrix, theme_index: np.ndarray, top_k: int = 3) -> np.ndarray:
-    """For each row, the ``top_k`` words or word pairs that pushed it most towards its theme."""
+    """For each row, up to ``top_k`` words or word pairs from its text that pushed it most towards its theme."""
     names, weights = _evidence_weights(pipeline)
     X = features[:, : len(names)].tocsr()
     rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
@@ -382,13 +405,12 @@ def evidence(pipeline: Pipeline, features: sp.csr_matrix, theme_index: np.ndarra
     rows, cols, contribution = rows[keep], X.indices[keep], contribution[keep]
     order = np.lexsort((-contribution, rows))
     rows, cols = rows[order], cols[order]
-    first = np.searchsorted(rows, rows, side="left")
-    rank = np.arange(len(rows)) - first
-    top = rank < top_k
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    top = rank < 3 * top_k  # candidates; overlapping terms are dropped below
     out = np.full(X.shape[0], "", dtype=object)
     if top.any():
-        joined = pd.Series(names[cols[top]]).groupby(rows[top]).agg("; ".join)
-        out[joined.index.to_numpy()] = joined.to_numpy()
+        candidates = pd.Series(names[cols[top]]).groupby(rows[top]).agg(list)
+        out[candidates.index.to_numpy()] = [_distinct_terms(terms, top_k) for terms in candidates]
     return out
 
 

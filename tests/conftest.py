@@ -46,7 +46,11 @@ def run_cli(*args: str, env: dict | None = None, state_dir: Path | None = None, 
     if state_dir is not None:
         full_env["LFF_STATE_DIR"] = str(state_dir)
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "cli.py"), *args], cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True
+        [sys.executable, str(PROJECT_ROOT / "cli.py"), *args],
+        cwd=PROJECT_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"cli {args} exited {result.returncode}\n{result.stderr[-3000:]}")

@@ -54,7 +54,7 @@ def test_nhs_check_digit():
 
 
 def test_normalise_quotes_spaces_and_control_characters():
-    assert normalise("It\u2019s  \u201cfine\u201d\x00\n now") == "It's \"fine\" now"
+    assert normalise("It\u2019s  \u201cfine\u201d\x00\n now") == 'It\'s "fine" now'
 
 
 def test_redact_keeps_order_and_handles_missing_values():
@@ -63,4 +63,7 @@ def test_redact_keeps_order_and_handles_missing_values():
 
 
 def test_lookup_lemmatizer_works_offline():
-    assert lemmatise(["The carers were visiting", "Staff ignored my calls"]) == ["the carer be visit", "staff ignore my call"]
+    assert lemmatise(["The carers were visiting", "Staff ignored my calls"]) == [
+        "the carer be visit",
+        "staff ignore my call",
+    ]

@@ -1,0 +1,73 @@
+import pandas as pd
+import pytest
+
+from pipelines.config import PROJECT_ROOT
+from pipelines.taxonomy import Crosswalk, Taxonomy, TaxonomyError
+
+TAXONOMY = PROJECT_ROOT / "data" / "taxonomy.yaml"
+CROSSWALK = PROJECT_ROOT / "data" / "crosswalks" / "nhs_fft_phase1.yaml"
+
+
+def test_default_taxonomy_has_the_council_themes():
+    tax = Taxonomy.from_file(TAXONOMY)
+    assert tax.feedback_type_of() == {
+        "quality_of_service": "complaint",
+        "communication": "complaint",
+        "process_not_followed": "complaint",
+        "general_service": "compliment",
+        "staff_behaviour": "compliment",
+    }
+    assert all(t.definition for t in tax.themes)
+
+
+def test_sub_themes_roll_up_and_unknown_labels_name_the_row(tmp_path):
+    tax = Taxonomy.from_file(TAXONOMY)
+    labels = pd.Series(["timeliness", "staff_conduct;communication", "process_not_followed"], name="theme")
+    assert tax.resolve_labels(labels, multi_label=True).tolist() == [
+        "communication",
+        "quality_of_service;communication",
+        "process_not_followed",
+    ]
+    with pytest.raises(TaxonomyError, match=r"row 1, column 'theme': unknown theme 'parking'"):
+        tax.resolve_labels(pd.Series(["communication", "parking"], name="theme"), multi_label=False, source="x.csv")
+
+
+def test_a_council_can_rename_themes_without_code_changes(tmp_path):
+    custom = tmp_path / "taxonomy.yaml"
+    custom.write_text(
+        "feedback_types:\n  complaint:\n    themes:\n      delays: {definition: Late}\n      rudeness: Rude staff\n"
+        "  compliment:\n    themes:\n      thanks: {definition: Thanks}\n"
+    )
+    tax = Taxonomy.from_file(custom)
+    assert tax.theme_names == ["delays", "rudeness", "thanks"]
+    assert tax.feedback_type_of()["thanks"] == "compliment"
+
+
+def test_duplicate_theme_names_are_rejected(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text("feedback_types:\n  complaint:\n    themes:\n      a: {sub_themes: {b: x}}\n      b: y\n")
+    with pytest.raises(TaxonomyError, match="'b' is defined twice"):
+        Taxonomy.from_file(bad)
+
+
+def test_crosswalk_covers_every_fft_code_with_a_reason(fft):
+    crosswalk = Crosswalk.from_file(CROSSWALK)
+    crosswalk.check_against(Taxonomy.from_file(TAXONOMY))
+    codes = set(fft["code"])
+    assert codes <= set(crosswalk.reasons), codes - set(crosswalk.reasons)
+    assert all(len(r) > 20 for r in crosswalk.reasons.values())
+
+
+def test_crosswalk_polarity_splits_complaints_from_compliments(fft):
+    tax = Taxonomy.from_file(TAXONOMY)
+    mapped = Crosswalk.from_file(CROSSWALK).apply(fft, tax)
+    score = pd.to_numeric(mapped["criticality"], errors="coerce")
+    types = mapped["theme"].map(tax.feedback_type_of())
+    assert (types[score < 0] == "complaint").all()
+    assert (types[score > 0] == "compliment").all()
+    assert not (score == 0).any() and score.notna().all()  # neutral and malformed are excluded
+    # Staff praise is staff behaviour; a staff complaint rolls up from staff_conduct to quality_of_service.
+    staff = mapped[mapped["code"] == "sa"]
+    assert set(staff.loc[score[staff.index] > 0, "theme"]) == {"staff_behaviour"}
+    assert set(staff.loc[score[staff.index] < 0, "theme"]) == {"quality_of_service"}
+    assert set(mapped["theme"]) == set(tax.theme_names)

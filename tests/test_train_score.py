@@ -1,0 +1,114 @@
+"""End to end through the CLI on real data: train the council model, then score with it."""
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.config import configure_mlflow
+from pipelines.datasets import sha256_of
+from pipelines.score import score_file
+from pipelines.tables import neutralise_formulas
+from tests.conftest import run_cli
+
+OUTPUT = ["theme", "theme_confidence", "themes", "needs_review", "evidence"]
+
+
+def test_train_reports_metrics_and_registers(council_model):
+    out = council_model["stdout"]
+    assert "macro-F1" in out and "micro-F1" in out
+    for theme in ["quality_of_service", "communication", "process_not_followed", "general_service", "staff_behaviour"]:
+        assert theme in out
+    assert "registered complaint-themes version 1" in out
+
+
+def test_mlflow_run_has_params_metrics_plots_data_hash_and_commit(council_model, settings, public_data_dir):
+    configure_mlflow(settings)
+    version = MlflowClient().get_model_version_by_alias("complaint-themes", "champion")
+    run = mlflow.get_run(version.run_id)
+    assert run.data.tags["input_sha256"] == sha256_of(public_data_dir / "nhs_fft_phase1.csv")
+    assert (
+        len(run.data.tags["mlflow.source.git.commit"]) in (40, 7)
+        or run.data.tags["mlflow.source.git.commit"] == "unknown"
+    )
+    assert run.data.params["crosswalk"] == "nhs_fft_phase1.yaml"
+    assert 0.5 < run.data.metrics["macro_f1"] <= 1
+    assert {"f1.communication", "precision.staff_behaviour", "recall.process_not_followed"} <= set(run.data.metrics)
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/calibration.png", "evaluation/metrics.json"} <= artifacts
+    model = mlflow.models.get_model_info(f"models:/complaint-themes/{version.version}")
+    assert [c.name for c in model.signature.inputs.inputs] == ["text"]
+    assert "theme_probabilities" in [c.name for c in model.signature.outputs.inputs]
+
+
+def test_model_dir_is_a_loadable_pyfunc_with_probabilities(council_model):
+    model = mlflow.pyfunc.load_model(str(council_model["model_dir"]))
+    out = model.predict(
+        pd.DataFrame({"text": ["The social worker never called me back", "Thank you, the carers were wonderful"]})
+    )
+    assert out["feedback_type"].tolist() == ["complaint", "compliment"]
+    probs = json.loads(out["theme_probabilities"][0])
+    assert set(probs) == {
+        "quality_of_service",
+        "communication",
+        "process_not_followed",
+        "general_service",
+        "staff_behaviour",
+    }
+    assert out["theme"][0] == max(probs, key=probs.get)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_score_cli_keeps_all_columns_and_adds_tags(council_model, state_dir, fft, tmp_path, suffix):
+    source = fft.sample(500, random_state=1).reset_index(drop=True)
+    source.insert(0, "case_ref", [f"C{i:04d}" for i in range(len(source))])
+    path = tmp_path / f"in{suffix}"
+    source.to_csv(path, index=False) if suffix == ".csv" else source.to_parquet(path, index=False)
+    out_path = tmp_path / f"out{suffix}"
+    result = run_cli(
+        "score", "--model", "models:/complaint-themes@champion", "--input", str(path), "--text-column", "feedback",
+        "--id-column", "case_ref", "--output", str(out_path), state_dir=state_dir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = pd.read_csv(out_path, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(out_path)
+    assert list(out.columns[: len(source.columns)]) == list(source.columns)
+    assert set(OUTPUT) <= set(out.columns)
+    assert out["case_ref"].tolist() == source["case_ref"].tolist()
+    # CSV output neutralises cells a spreadsheet would run as formulas (starting =, +, -, @, tab, CR).
+    expected = neutralise_formulas(source) if suffix == ".csv" else source
+    assert out["feedback"].tolist() == expected["feedback"].tolist()
+    if suffix == ".csv":
+        assert any(v.startswith("'\r") for v in out["feedback"]) == any(v.startswith("\r") for v in source["feedback"])
+    assert pd.to_numeric(out["theme_confidence"]).between(0, 1).all()
+    assert set(out["needs_review"].astype(str)) <= {"True", "False"}
+
+
+def test_scoring_in_workers_matches_in_process(council_model, settings, fft, tmp_path):
+    source = fft.head(3000)
+    path = tmp_path / "in.csv"
+    source.to_csv(path, index=False)
+    one = settings.model_copy(update={"n_jobs": 1, "chunk_rows": 700})
+    two = settings.model_copy(update={"n_jobs": 2, "chunk_rows": 700})
+    score_file(str(council_model["model_dir"]), path, tmp_path / "a.csv", "feedback", settings=one, progress=False)
+    score_file(str(council_model["model_dir"]), path, tmp_path / "b.csv", "feedback", settings=two, progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv"))
+
+
+def test_unknown_registered_model_is_a_clear_error(state_dir, tmp_path):
+    path = tmp_path / "in.csv"
+    pd.DataFrame({"text": ["late again"]}).to_csv(path, index=False)
+    result = run_cli("score", "--model", "models:/no-such-model@champion", "--input", str(path), "--text-column", "text",
+                     "--output", str(tmp_path / "o.csv"), state_dir=state_dir)  # fmt: skip
+    assert result.returncode == 2
+    assert "no-such-model" in result.stderr.strip().splitlines()[-1]
+
+
+def test_train_on_any_taxonomy_with_cross_validation(tmp_path, fft, state_dir):
+    # The FFT's own 9 themes, no council taxonomy: labels are learned as they are.
+    path = tmp_path / "fft_small.csv"
+    fft.groupby("label").head(60).to_csv(path, index=False)
+    result = run_cli("train", "--input", str(path), "--text-column", "feedback", "--label-column", "label", "--cv", "3",
+                     state_dir=state_dir, check=True)  # fmt: skip
+    assert "Couldn't be improved" in result.stdout and "Transition/coordination" in result.stdout
