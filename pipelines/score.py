@@ -8,12 +8,15 @@ with their reason, so rows in = rows out + rows quarantined.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from pipelines.config import Settings, get_settings
@@ -120,22 +123,9 @@ def score_file(
                 )
             yield good
 
-    n_jobs = max(1, settings.n_jobs)
     bar = tqdm(unit="rows", disable=not progress, desc="scoring", mininterval=1.0)
     try:
-        goods = validated()
-        if n_jobs == 1:
-            results = ((g, score_texts(model_path, g[text_column].tolist())) for g in goods)
-        else:
-            pairs = []
-
-            def tasks():
-                for g in goods:
-                    pairs.append(g)
-                    yield delayed(score_texts)(model_path, g[text_column].tolist())
-
-            scored = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")(tasks())
-            results = ((pairs.pop(0), out) for out in scored)
+        results = scored_in_order(validated(), model_path, text_column, max(1, settings.n_jobs))
         for good, out in results:
             kept = _keep_input_apart(good.drop(columns=[ROW])).reset_index(drop=True)
             tagged = pd.concat([kept, out[OUTPUT_COLUMNS]], axis=1)
@@ -165,6 +155,39 @@ def score_file(
         extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}},
     )
     return summary
+
+
+def scored_in_order(chunks: Iterator[pd.DataFrame], model_path: str, text_column: str, n_jobs: int):
+    """(chunk, model output) pairs in input order, scored by ``n_jobs`` processes in all.
+
+    This process scores too, between reading and writing, and ``n_jobs - 1`` workers take
+    the rest: one process fewer than a pool of ``n_jobs`` workers, which saves a full copy
+    of the model and its libraries in memory. At most a few chunks are in flight.
+    """
+    if n_jobs == 1:
+        for chunk in chunks:
+            yield chunk, score_texts(model_path, chunk[text_column].tolist())
+        return
+    workers = n_jobs - 1
+    context = multiprocessing.get_context("spawn")  # no fork: MLflow and tqdm hold threads
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=load_model, initargs=(model_path,)) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            queued = sum(isinstance(out, Future) and not out.done() for _, out in pending)
+            if queued < 2 * workers:
+                pending.append((chunk, pool.submit(score_texts, model_path, chunk[text_column].tolist())))
+            else:
+                pending.append((chunk, score_texts(model_path, chunk[text_column].tolist())))
+            while pending and (len(pending) > 4 * n_jobs or _ready(pending[0][1])):
+                chunk_done, out = pending.popleft()
+                yield chunk_done, out.result() if isinstance(out, Future) else out
+        while pending:
+            chunk_done, out = pending.popleft()
+            yield chunk_done, out.result() if isinstance(out, Future) else out
+
+
+def _ready(out) -> bool:
+    return not isinstance(out, Future) or out.done()
 
 
 def _keep_input_apart(frame: pd.DataFrame) -> pd.DataFrame:

@@ -43,9 +43,13 @@ _POSTCODE = re.compile(
     r"(?<!\w)(?:GIR\s?0AA|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2})(?!\w)",
     re.IGNORECASE,
 )
-# Cheap test for "could this text hold an identifier at all?"; most feedback has none,
-# and skipping spaCy for it keeps scoring fast.
-_CANDIDATE = r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b"
+# Cheap tests for "could this text hold an identifier at all?", supersets of the detectors
+# below. Most feedback has none, and skipping spaCy for it keeps scoring fast. The first
+# (any @, digit or title) is quick on every text; the second, run only on what passes it,
+# asks for an @, a run of 3 digits (phones, NHS numbers), two letters then two digits (NI
+# numbers), a digit then two letters at a word end (postcodes), or a title.
+_MAYBE = re.compile(r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
+_LIKELY = re.compile(r"@|\d{3}|[a-z]{2}\s?\d{2}|\d[a-z]{2}\b|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
 
 PLACEHOLDERS = {
     "EMAIL": "[EMAIL]",
@@ -160,11 +164,12 @@ def make_nlp(lemmatize: bool = False) -> Language:
 
 def redact_doc(doc: Doc) -> str:
     """The doc's text with each identifier span replaced by its placeholder."""
+    text = doc.text  # built from the tokens on each access: read it once
     parts, cursor = [], 0
     for span in sorted(doc.spans["identifiers"], key=lambda s: s.start_char):
-        parts += [doc.text[cursor : span.start_char], PLACEHOLDERS[span.label_]]
+        parts += [text[cursor : span.start_char], PLACEHOLDERS[span.label_]]
         cursor = span.end_char
-    parts.append(doc.text[cursor:])
+    parts.append(text[cursor:])
     return "".join(parts)
 
 
@@ -173,7 +178,7 @@ def redact(texts: Iterable[str] | pd.Series) -> list[str]:
     series = pd.Series(list(texts) if not isinstance(texts, pd.Series) else texts, dtype="object")
     cleaned = series.fillna("").astype(str).map(normalise)
     out = cleaned.tolist()
-    candidates = np.flatnonzero(cleaned.str.contains(_CANDIDATE, case=False, regex=True).to_numpy())
+    candidates = [i for i, t in enumerate(out) if _MAYBE.search(t) and _LIKELY.search(t)]
     if len(candidates):
         nlp = make_nlp()
         docs = nlp.pipe((out[i] for i in candidates), batch_size=256)

@@ -407,11 +407,18 @@ def evidence(pipeline: Pipeline, features: sp.csr_matrix, theme_index: np.ndarra
     rows, cols = rows[order], cols[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
     top = rank < 3 * top_k  # candidates; overlapping terms are dropped below
+    rows, terms = rows[top], names[cols[top]]
     out = np.full(X.shape[0], "", dtype=object)
-    if top.any():
-        candidates = pd.Series(names[cols[top]]).groupby(rows[top]).agg(list)
-        out[candidates.index.to_numpy()] = [_distinct_terms(terms, top_k) for terms in candidates]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.empty(0, dtype=int)
+    for row, group in zip(rows[starts], np.split(terms, starts[1:])):
+        out[row] = _distinct_terms(group, top_k)
     return out
+
+
+def _probabilities_json(proba: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Each row's probabilities as a JSON object, built column-wise (json.dumps per row is slow)."""
+    parts = [json.dumps(c) + ": " + pd.Series(np.round(proba[:, k], 6)).astype(str) for k, c in enumerate(classes)]
+    return ("{" + parts[0].str.cat(parts[1:], sep=", ") + "}").to_numpy(dtype=object)
 
 
 def tag(pipeline: Pipeline, texts, feedback_types: dict[str, str] | None = None) -> pd.DataFrame:
@@ -426,7 +433,6 @@ def tag(pipeline: Pipeline, texts, feedback_types: dict[str, str] | None = None)
     classes = [str(c) for c in clf.classes_]
     theme = np.asarray(classes, dtype=object)[top]
     types = feedback_types or {}
-    rounded = np.round(proba, 6)
     return pd.DataFrame(
         {
             "theme": theme,
@@ -435,7 +441,7 @@ def tag(pipeline: Pipeline, texts, feedback_types: dict[str, str] | None = None)
             "needs_review": needs_review.astype(bool),
             "evidence": evidence(pipeline, features, top),
             "feedback_type": [types.get(t, "") for t in theme],
-            "theme_probabilities": [json.dumps(dict(zip(classes, map(float, row)))) for row in rounded],
+            "theme_probabilities": _probabilities_json(proba, classes),
         }
     )
 
