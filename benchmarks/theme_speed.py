@@ -67,7 +67,11 @@ def run_cli_measured(args: list[str], env: dict) -> dict:
     stderr = proc.stderr.read()
     if proc.returncode != 0:
         raise RuntimeError(f"cli exited {proc.returncode}: {stderr[-2000:]}")
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak / 2**20, "cli_says": stderr.strip().splitlines()[-1]}
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": peak / 2**20,
+        "cli_says": stderr.strip().splitlines()[-1],
+    }
 
 
 def main() -> None:

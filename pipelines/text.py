@@ -48,6 +48,7 @@ _POSTCODE = re.compile(
 # (any @, digit or title) is quick on every text; the second, run only on what passes it,
 # asks for an @, a run of 3 digits (phones, NHS numbers), two letters then two digits (NI
 # numbers), a digit then two letters at a word end (postcodes), or a title.
+_TITLE_WORD = re.compile(r"\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
 _MAYBE = re.compile(r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
 _LIKELY = re.compile(r"@|\d{3}|[a-z]{2}\s?\d{2}|\d[a-z]{2}\b|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
 
@@ -84,6 +85,13 @@ def nhs_number_is_valid(digits: str) -> bool:
     return check != 10 and check == int(digits[9])
 
 
+def as_text(value) -> str:
+    """A cell as text: missing values (None, NaN, NA) become the empty string."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None or pd.isna(value) else str(value)
+
+
 def normalise(text: str) -> str:
     """Unicode-normalised text with plain quotes and dashes, no control characters, single spaces."""
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
@@ -118,8 +126,12 @@ class IdentifierFinder:
         )
 
     def __call__(self, doc: Doc) -> Doc:
+        return self.mark(doc, doc.text)
+
+    def mark(self, doc: Doc, text: str) -> Doc:
+        """Set ``doc.spans["identifiers"]``; ``text`` is ``doc.text``, passed in because
+        spaCy rebuilds ``doc.text`` from the tokens on every access."""
         spans: list[Span] = []
-        text = doc.text
         for label, pattern in (
             ("EMAIL", _EMAIL),
             ("NI_NUMBER", _NINO),
@@ -130,7 +142,9 @@ class IdentifierFinder:
         spans += self._char_spans(doc, "NHS_NUMBER", nhs)
         phones = [m.span() for m in _PHONE.finditer(text) if 10 <= len(re.sub(r"\D", "", m.group())) <= 12]
         spans += self._char_spans(doc, "PHONE", phones)
-        for _, start, end in self.matcher(doc):
+        # The token matcher is the costly part; it can only match when a title word is there.
+        matches = self.matcher(doc) if _TITLE_WORD.search(text) else []
+        for _, start, end in matches:
             # Keep the title itself ("Mrs [NAME]"): it is not identifying and helps readers.
             first = start + 1 + (doc[start + 1].text == ".")
             if first < end:
@@ -162,9 +176,9 @@ def make_nlp(lemmatize: bool = False) -> Language:
     return nlp
 
 
-def redact_doc(doc: Doc) -> str:
+def redact_doc(doc: Doc, text: str | None = None) -> str:
     """The doc's text with each identifier span replaced by its placeholder."""
-    text = doc.text  # built from the tokens on each access: read it once
+    text = doc.text if text is None else text
     parts, cursor = [], 0
     for span in sorted(doc.spans["identifiers"], key=lambda s: s.start_char):
         parts += [text[cursor : span.start_char], PLACEHOLDERS[span.label_]]
@@ -173,17 +187,17 @@ def redact_doc(doc: Doc) -> str:
     return "".join(parts)
 
 
-def redact(texts: Iterable[str] | pd.Series) -> list[str]:
+def redact(texts: Iterable[str]) -> list[str]:
     """Normalised texts with personal identifiers replaced by placeholders (``[NAME]``, ``[EMAIL]``...)."""
-    series = pd.Series(list(texts) if not isinstance(texts, pd.Series) else texts, dtype="object")
-    cleaned = series.fillna("").astype(str).map(normalise)
-    out = cleaned.tolist()
+    out = [normalise(as_text(t)) for t in texts]
     candidates = [i for i, t in enumerate(out) if _MAYBE.search(t) and _LIKELY.search(t)]
-    if len(candidates):
+    if candidates:
         nlp = make_nlp()
-        docs = nlp.pipe((out[i] for i in candidates), batch_size=256)
-        for i, doc in zip(candidates, docs):
-            out[i] = redact_doc(doc)
+        finder = nlp.get_pipe("identifier_finder")
+        for i in candidates:
+            # The tokenizer then the finder, as nlp(text) would run them, handing the finder
+            # the text it already has.
+            out[i] = redact_doc(finder.mark(nlp.make_doc(out[i]), out[i]), out[i])
     return out
 
 
