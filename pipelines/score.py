@@ -1,8 +1,9 @@
 """Batch scoring: tag a CSV or Parquet file of complaints with their substantive theme.
 
-The file streams through in chunks (memory does not grow with it); chunks are scored in
-worker processes, each holding one copy of the model; bad rows go to a quarantine file
-with their reason, so rows in = rows out + rows quarantined.
+The file streams through in chunks (memory does not grow with it, but for 16 bytes per id
+kept to catch duplicate ids); chunks are scored by this process and ``n_jobs - 1`` worker
+processes, each holding one copy of the model; bad rows go to a quarantine file with their
+reason, so rows in = rows out + rows quarantined.
 """
 
 from __future__ import annotations
