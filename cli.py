@@ -133,6 +133,75 @@ def score(
 
 
 @app.command()
+def learning(
+    input: Annotated[
+        Path, typer.Option(help="Reviews: a CSV/Parquet/XLSX table, or a folder of .txt, .md, .docx and .pdf files.")
+    ],
+    output: Annotated[Path, typer.Option(help="Points file (.csv or .parquet): one row per learning point.")],
+    groups: Annotated[Path | None, typer.Option(help="Groups file (.csv or .parquet): one row per group.")] = None,
+    id_column: Annotated[str, typer.Option(help="Table column with the review id.")] = "id",
+    text_column: Annotated[str, typer.Option(help="Table column with the review text.")] = "concerns",
+    date_column: Annotated[
+        str, typer.Option(help="Column with the review date (table or the folder's reviews.csv).")
+    ] = "date",
+    team_column: Annotated[str, typer.Option(help="Column with the team or service.")] = "team",
+    name_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column naming the review's subject, redacted wherever the text names them (a name, or text with 'death of NAME')."
+        ),
+    ] = None,
+    seed_themes: Annotated[
+        Path | None, typer.Option(help="YAML of known learning themes: a list of {name, examples}.")
+    ] = None,
+    grouping: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of the saved grouping (default: under the state folder); reused so group ids stay stable."
+        ),
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Ignore the saved grouping and group from scratch.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed; the same input and seed give the same groups.")] = 0,
+):
+    """Extract learning points from serious incident reviews and group the recurring ones.
+
+    Example: python cli.py learning --input ../shared/data/pfd_suicide_reports.csv --id-column id
+    --text-column concerns --name-column investigation --output points.csv --groups groups.csv
+    """
+    import shutil
+
+    from pipelines.learning import log_grouping, run_learning
+
+    settings = get_settings()
+    grouping_dir = grouping or settings.state / "learning" / "grouping"
+    if fresh and grouping_dir.exists():
+        shutil.rmtree(grouping_dir)
+    summary = _guarded(
+        lambda: run_learning(
+            input,
+            output,
+            groups,
+            grouping_dir,
+            seed_themes,
+            id_column,
+            text_column,
+            date_column,
+            team_column,
+            name_column,
+            seed,
+        )
+    )
+    log_grouping(grouping_dir, summary, settings)
+    typer.echo(
+        f"{summary.points} learning points, {summary.groups} groups ({summary.recurring_groups} recurring), {summary.ungrouped} ungrouped -> {output}",
+        err=True,
+    )
+    for problem in summary.problems:
+        typer.echo(f"skipped: {problem['reason']}", err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
 def nightly():
     """The nightly job: train a default model if none is registered, then tag the exports in the drop folder.
 

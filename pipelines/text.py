@@ -162,14 +162,17 @@ class IdentifierFinder:
         return found
 
 
-@lru_cache(maxsize=2)
-def make_nlp(lemmatize: bool = False) -> Language:
-    """Blank English pipeline with the identifier finder (and the lookup lemmatizer if asked).
+@lru_cache(maxsize=4)
+def make_nlp(lemmatize: bool = False, sentences: bool = False) -> Language:
+    """Blank English pipeline with the identifier finder, plus the rule-based sentencizer
+    and the lookup lemmatizer when asked.
 
     Works offline: lemma tables come from ``spacy-lookups-data``; no trained model is needed.
     """
     nlp = spacy.blank("en")
     nlp.add_pipe("identifier_finder")
+    if sentences:
+        nlp.add_pipe("sentencizer")
     if lemmatize:
         nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
         nlp.initialize()
@@ -224,3 +227,37 @@ class Redactor(BaseEstimator, TransformerMixin):
 
     def transform(self, X) -> np.ndarray:
         return np.asarray(redact(X), dtype=object)
+
+
+_DEATH_OF = re.compile(
+    r"death of\s+((?:(?:Mr|Mrs|Ms|Miss|Dr|Master)\.?\s+)?[A-Z][\w'\u2019-]+(?:\s+[A-Z][\w'\u2019-]+){0,4})"
+)
+
+
+def person_names(value: str) -> list[str]:
+    """The words of a person's name from a metadata value: the name itself ("Jane Smith"), or
+    the name after "death of" in a sentence such as a coroner's "investigation into the death of
+    Jane Smith". Used to redact the subject of a review wherever the text names them."""
+    value = as_text(value)
+    match = _DEATH_OF.search(value)
+    words = (match.group(1) if match else value).replace("\u2019", "'").split()
+    return [
+        w.strip(".,'")
+        for w in words
+        if len(w.strip(".,'")) > 1 and w.strip(".").lower() not in TITLES and w[0].isupper()
+    ]
+
+
+def redact_names(texts: list[str], names: list[list[str]]) -> list[str]:
+    """Replace each text's own listed name words (and their possessives) with ``[NAME]``."""
+    out = []
+    for text, words in zip(texts, names):
+        if words:
+            pattern = (
+                r"\b(?:"
+                + "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+                + r")(?:['\u2019]s?)?\b"
+            )
+            text = re.sub(pattern, PLACEHOLDERS["NAME"], text)
+        out.append(text)
+    return out
