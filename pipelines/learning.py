@@ -61,7 +61,14 @@ OTHER_HEADINGS = (
 
 # List markers: (1) 1. 1) a) (a) a. i. (iv) - • * – ▪ ·
 _MARKER = re.compile(
-    r"^\s*(?P<marker>\(?\d{1,2}(?:\.\d{1,2})*[.)]|\(\d{1,2}\)|\(?[a-z][.)]|\([a-z]\)|\(?(?:i{1,3}|iv|v|vi{1,3}|ix|x)[.)]|[-\u2022*\u2013\u25aa\u00b7\u25cf])\s+(?=\S)",
+    r"^\s*(?P<marker>"
+    r"\(?\d{1,2}(?:\.\d{1,2})*[.)]"  # 1.  1)  (1)  5.1.
+    r"|\d{1,2}(?:\.\d{1,2})+(?=\s)"  # 5.1
+    r"|\d{1,2}(?=\s+[A-Z])"  # a bare number before a capital: "1 That the..."
+    r"|\(?[a-z][.)]|\([a-z]\)"  # a)  (a)  a.
+    r"|\(?(?:i{1,3}|iv|v|vi{1,3}|ix|x)[.)]"  # i.  (iv)
+    r"|[-\u2022*\u2013\u25aa\u00b7\u25cf]"  # - • * – ▪ · ●
+    r")\s+(?=\S)",
     re.IGNORECASE,
 )
 _BOILERPLATE = re.compile(
@@ -84,6 +91,37 @@ MAX_GROUPS = 60
 MIN_GROUP_POINTS = 3
 SILHOUETTE_SAMPLE = 3000
 UNGROUPED_SHARE = 0.05
+# Words of the review process itself, common to every review whatever its learning.
+GROUPING_STOP_WORDS = sorted(
+    STOP_WORDS
+    | {
+        "redacted",
+        "name",
+        "inquest",
+        "hear",
+        "evidence",
+        "coroner",
+        "concern",
+        "concerned",
+        "death",
+        "deceased",
+        "die",
+        "report",
+        "court",
+        "find",
+        "matter",
+        "opinion",
+        "tell",
+        "say",
+        "state",
+        "note",
+        "review",
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+    }
+)
 LONG_PARAGRAPH_CHARS = 600
 
 
@@ -92,6 +130,19 @@ class Block:
     text: str
     marker: str
     section: str
+
+
+def _is_standalone_heading(paragraph: str) -> bool:
+    """A paragraph of one short line with no closing punctuation: a heading such as an
+    addressee ("Whittington Hospital Trust") or a topic ("Agreement of a care plan")."""
+    line = paragraph.strip()
+    return (
+        "\n" not in line
+        and 0 < len(line.split()) <= 15
+        and line[-1] not in ".?!;,:"
+        and not line[0].islower()
+        and not _MARKER.match(line)
+    )
 
 
 def _is_heading(line: str) -> str | None:
@@ -115,6 +166,9 @@ def split_blocks(text: str) -> list[Block]:
     blocks: list[Block] = []
     section = ""
     for paragraph in re.split(r"\n\s*\n", text):
+        if _is_standalone_heading(paragraph) and _is_heading(paragraph) is None:
+            section = normalise(paragraph).lower()
+            continue
         current: list[str] = []
         marker = ""
         for line in paragraph.split("\n"):
@@ -148,7 +202,8 @@ def extract_points(text: str) -> list[dict]:
     blocks = split_blocks(as_text(text))
     if any(_is_learning_section(b.section) for b in blocks):
         blocks = [b for b in blocks if _is_learning_section(b.section)]
-    kept = []
+    listed = any(b.marker for b in blocks)
+    kept: list[Block] = []
     for i, block in enumerate(blocks):
         body = normalise(block.text)
         if len(body) < MIN_POINT_CHARS or _BOILERPLATE.match(body):
@@ -156,6 +211,12 @@ def extract_points(text: str) -> list[dict]:
         following_is_item = i + 1 < len(blocks) and blocks[i + 1].marker
         if body.endswith(":") and following_is_item:
             continue  # a lead-in to the list that follows, not a point itself
+        if listed and not block.marker:
+            # In a review written as a list, an unmarked paragraph before the first item is
+            # background, and one after an item (in the same section) continues that item.
+            if kept and kept[-1].marker and kept[-1].section == block.section:
+                kept[-1] = Block(f"{kept[-1].text} {body}", kept[-1].marker, kept[-1].section)
+            continue
         kept.append(Block(body, block.marker, block.section))
     if len(kept) == 1 and not kept[0].marker and len(kept[0].text) > LONG_PARAGRAPH_CHARS:
         kept = [Block(s, "", kept[0].section) for s in _sentences(kept[0].text) if len(s) >= MIN_POINT_CHARS]
@@ -254,7 +315,7 @@ def _new_representation(lemmas: list[str], random_state: int) -> tuple[TfidfVect
         sublinear_tf=True,
         min_df=2,
         max_df=0.5,
-        stop_words=sorted(STOP_WORDS | {"redacted", "name"}),
+        stop_words=GROUPING_STOP_WORDS,
         token_pattern=r"(?u)\b[a-z][a-z'-]+\b",
         dtype=np.float64,
     )
@@ -273,7 +334,10 @@ def _cluster(
     Seed centroids, when given, are the first centres of every candidate k.
     """
     n = len(X)
-    low, high = k_range or (max(2, len(seeds) + 1), max(3, min(MAX_GROUPS, n // MIN_GROUP_POINTS)))
+    # Learning points have little cluster structure (silhouettes of 0.05-0.1), and silhouette
+    # keeps rising with k; capping k at sqrt(n/2) keeps groups broad enough to recur across
+    # reviews and few enough for a bulletin.
+    low, high = k_range or (max(2, len(seeds) + 1), max(3, min(MAX_GROUPS, int(np.sqrt(n / 2)))))
     high = max(low, high)
     candidates = sorted(set(np.unique(np.geomspace(low, high, num=min(12, high - low + 1)).round().astype(int))))
     rng = np.random.default_rng(random_state)
@@ -306,7 +370,7 @@ def _key_phrases(lemmas: list[str], labels: np.ndarray, groups: list[int]) -> di
     """The most distinctive phrase of each group (class-based TF-IDF over lemma words and pairs)."""
     counter = CountVectorizer(
         ngram_range=(1, 2),
-        stop_words=sorted(STOP_WORDS | {"redacted", "name"}),
+        stop_words=GROUPING_STOP_WORDS,
         token_pattern=r"(?u)\b[a-z][a-z'-]+\b",
         min_df=2,
     )

@@ -1,0 +1,101 @@
+"""Learning-point grouping: theme recovery on the coroners' reports, stability and determinism.
+
+Writes benchmarks/results/learning_quality.json. Run:
+    LFF_PUBLIC_DATA_DIR=../shared/data .venv/bin/python benchmarks/learning_quality.py
+
+* theme recovery (pipelines.evaluation) against the PFD file's family_* labels (weak, machine
+  assigned), for our grouping and for the baseline the issue names: KMeans on TF-IDF
+  sentences with k = number of themes;
+* stability: group 80% of the reports, then add the other 20% through the saved grouping;
+  share of the first points that keep their group id;
+* determinism: the same input and seed twice give identical assignments and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from pipelines.datasets import fetch_pfd_reports
+from pipelines.evaluation import theme_recovery
+from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups
+from pipelines.text import make_nlp, person_names
+
+RESULTS = Path(__file__).parent / "results" / "learning_quality.json"
+
+
+def main() -> None:
+    pfd = fetch_pfd_reports()
+    labels = pfd.set_index("id").filter(like="family_").apply(lambda s: s.str.lower() == "true")
+    reviews = pd.DataFrame(
+        {
+            "report_id": pfd["id"],
+            "text": pfd["concerns"],
+            "date": pfd["date"],
+            "team": "",
+            "names": pfd["investigation"].map(person_names),
+        }
+    )
+    points, _ = extract_review_points(reviews)
+    started = time.monotonic()
+    grouping, assigned = fit_groups(points, random_state=0)
+    seconds = time.monotonic() - started
+    ours = theme_recovery(points.assign(group_id=assigned), labels)
+
+    nlp = make_nlp(sentences=True)
+    sentences = pd.DataFrame(
+        [
+            (rid, s.text)
+            for rid, text in zip(pfd["id"], pfd["concerns"])
+            for s in nlp(text).sents
+            if len(s.text.strip()) > 20
+        ],
+        columns=["report_id", "text"],
+    )
+    tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(sentences["text"])
+    baseline_groups = KMeans(labels.shape[1], random_state=0, n_init=10).fit_predict(tfidf)
+    baseline = theme_recovery(sentences.assign(group_id=baseline_groups), labels)
+
+    # Stability: 80% of reports first, then all of them through the saved grouping.
+    rng = np.random.default_rng(0)
+    first_ids = set(rng.choice(pfd["id"], size=int(0.8 * len(pfd)), replace=False))
+    first = points[points["report_id"].isin(first_ids)].reset_index(drop=True)
+    g1, a1 = fit_groups(first, random_state=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        g1.save(Path(tmp))
+        g2, a2 = assign_groups(Grouping.load(Path(tmp)), points)
+    key = first["report_id"] + "#" + first["position"].astype(str)
+    later = pd.Series(a2, index=points["report_id"] + "#" + points["position"].astype(str))
+    kept = float((later.loc[key].to_numpy() == a1).mean())
+
+    again, assigned_again = fit_groups(points, random_state=0)
+    identical = bool((assigned == assigned_again).all() and grouping.labels == again.labels)
+
+    results = {
+        "points": len(points),
+        "reports": int(points["report_id"].nunique()),
+        "groups": len(grouping.group_ids),
+        "ungrouped_share": float((assigned == -1).mean()),
+        "fit_seconds": seconds,
+        "theme_recovery": {k: ours[k] for k in ("score", "chance", "adjusted")},
+        "baseline_kmeans_tfidf_sentences": {k: baseline[k] for k in ("score", "chance", "adjusted")},
+        "adjusted_gain_over_baseline": ours["adjusted"] - baseline["adjusted"],
+        "stability_share_kept_after_adding_20pct": kept,
+        "new_groups_after_adding_20pct": len(g2.group_ids) - len(g1.group_ids),
+        "identical_on_rerun": identical,
+        "group_labels": grouping.labels,
+    }
+    print(json.dumps({k: v for k, v in results.items() if k != "group_labels"}, indent=1))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
