@@ -120,6 +120,8 @@ GROUPING_STOP_WORDS = sorted(
         "mrs",
         "ms",
         "dr",
+        "ll",
+        "ve",
     }
 )
 LONG_PARAGRAPH_CHARS = 600
@@ -313,8 +315,9 @@ def _new_representation(lemmas: list[str], random_state: int) -> tuple[TfidfVect
     vectorizer = TfidfVectorizer(
         ngram_range=(1, 2),
         sublinear_tf=True,
-        min_df=2,
-        max_df=0.5,
+        # A handful of points (a single new review) cannot afford to drop rare or common terms.
+        min_df=2 if len(lemmas) >= 20 else 1,
+        max_df=0.5 if len(lemmas) >= 20 else 1.0,
         stop_words=GROUPING_STOP_WORDS,
         token_pattern=r"(?u)\b[a-z][a-z'-]+\b",
         dtype=np.float64,
@@ -597,8 +600,18 @@ def read_reviews(
                 else [[]] * len(table),
             }
         )
-    frame["date"] = pd.to_datetime(frame["date"], errors="coerce", dayfirst=True).dt.date.astype("string").fillna("")
+    frame["date"] = _iso_dates(frame["date"])
     return frame.reset_index(drop=True), problems
+
+
+def _iso_dates(values: pd.Series) -> pd.Series:
+    """Dates as YYYY-MM-DD text: ISO first, then UK day-first (15/02/2024); blank if neither."""
+    text = values.fillna("").astype(str).str.strip()
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    rest = parsed.isna() & (text != "")
+    if rest.any():
+        parsed[rest] = pd.to_datetime(text[rest], errors="coerce", dayfirst=True, format="mixed")
+    return parsed.dt.strftime("%Y-%m-%d").fillna("")
 
 
 def extract_review_points(reviews: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
@@ -613,7 +626,7 @@ def extract_review_points(reviews: pd.DataFrame) -> tuple[pd.DataFrame, list[dic
             problems.append(
                 {
                     "source": str(review.report_id),
-                    "reason": "no learning points found (no list items, learning section or sentences)",
+                    "reason": f"{review.report_id}: no learning points found (no list items, learning section or sentences)",
                 }
             )
         for p in points:
