@@ -23,10 +23,10 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from pipelines.datasets import fetch_pfd_reports
+from pipelines.datasets import fetch_pfd_reports, fetch_pfd_reviews
 from pipelines.evaluation import theme_recovery
 from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups
-from pipelines.text import make_nlp, person_names
+from pipelines.text import make_nlp
 
 RESULTS = Path(__file__).parent / "results" / "learning_quality.json"
 
@@ -34,15 +34,7 @@ RESULTS = Path(__file__).parent / "results" / "learning_quality.json"
 def main() -> None:
     pfd = fetch_pfd_reports()
     labels = pfd.set_index("id").filter(like="family_").apply(lambda s: s.str.lower() == "true")
-    reviews = pd.DataFrame(
-        {
-            "report_id": pfd["id"],
-            "text": pfd["concerns"],
-            "date": pfd["date"],
-            "team": "",
-            "names": pfd["investigation"].map(person_names),
-        }
-    )
+    reviews = fetch_pfd_reviews()
     points, _ = extract_review_points(reviews)
     started = time.monotonic()
     grouping, assigned = fit_groups(points, random_state=0)

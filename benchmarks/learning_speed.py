@@ -19,24 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.datasets import fetch_fft_phase1, fetch_fft_v6, fetch_pfd_reports
+from pipelines.datasets import fetch_fft_phase1, fetch_fft_v6, fetch_pfd_reports, fetch_pfd_reviews
 from pipelines.learning import extract_review_points, fit_groups
-from pipelines.text import make_nlp, person_names
+from pipelines.text import make_nlp
 
 RESULTS = Path(__file__).parent / "results" / "learning_speed.json"
 
 
 def real_points(n: int) -> pd.DataFrame:
     pfd = fetch_pfd_reports()
-    reviews = pd.DataFrame(
-        {
-            "report_id": pfd["id"],
-            "text": pfd["concerns"],
-            "date": pfd["date"],
-            "team": "",
-            "names": pfd["investigation"].map(person_names),
-        }
-    )
+    reviews = fetch_pfd_reviews()
     points, _ = extract_review_points(reviews)
     nlp = make_nlp(sentences=True)
     extra = [

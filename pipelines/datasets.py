@@ -84,3 +84,21 @@ def fetch_pfd_reports(data_home=None) -> pd.DataFrame:
 def sample_complaints_path(data_dir: str | Path | None = None) -> Path:
     """The bundled made-up sample of council complaints and compliments (demo and fast tests only)."""
     return Path(data_dir or get_settings().data_dir) / "sample" / "complaints.csv"
+
+
+def fetch_pfd_reviews(data_home=None) -> pd.DataFrame:
+    """The coroners' reports as reviews for :mod:`pipelines.learning`: ``report_id``, ``text``
+    (the matters of concern), ``date``, ``team`` (empty) and ``names`` (the deceased's name
+    words, from "the death of ..." in the investigation, for redaction)."""
+    from pipelines.text import person_names
+
+    pfd = fetch_pfd_reports(data_home)
+    return pd.DataFrame(
+        {
+            "report_id": pfd["id"],
+            "text": pfd["concerns"],
+            "date": pfd["date"],
+            "team": "",
+            "names": pfd["investigation"].map(person_names),
+        }
+    )

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.datasets import fetch_pfd_reports
+from pipelines.datasets import fetch_pfd_reports, fetch_pfd_reviews
 from pipelines.evaluation import theme_recovery
 from pipelines.learning import (
     Grouping,
@@ -32,16 +32,8 @@ def pfd(public_data_dir):
 
 
 @pytest.fixture(scope="module")
-def pfd_points(pfd):
-    reviews = pd.DataFrame(
-        {
-            "report_id": pfd["id"],
-            "text": pfd["concerns"],
-            "date": pfd["date"],
-            "team": "",
-            "names": pfd["investigation"].map(person_names),
-        }
-    )
+def pfd_points(public_data_dir):
+    reviews = fetch_pfd_reviews(public_data_dir)
     points, _ = extract_review_points(reviews)
     return points
 
