@@ -202,18 +202,67 @@ def learning(
 
 
 @app.command()
-def nightly():
-    """The nightly job: train a default model if none is registered, then tag the exports in the drop folder.
+def nightly(
+    config: Annotated[
+        Path | None, typer.Option(help="YAML settings file; LFF_* environment variables override it.")
+    ] = None,
+):
+    """The nightly job: tag new and changed complaints from the drop folder into the results store.
 
-    Example: python cli.py nightly --quiet   (settings from LFF_* environment variables)
+    Trains a default model first if none is registered. Exit codes: 0 success, 3 finished with
+    quarantined rows, 4 another run holds the lock, 1 failure.
+
+    Example: python cli.py --quiet nightly --config /etc/learning-from-feedback.yaml
     """
-    from pipelines.nightly import run_nightly
+    from pipelines.config import load_settings
+    from pipelines.nightly import EXIT_LOCKED, run_nightly
+    from pipelines.store import LockHeld
 
-    summary = _guarded(lambda: run_nightly(progress=not _STATE["quiet"]))
-    for f in summary.files:
-        if f.rows_quarantined or not _STATE["quiet"]:
-            typer.echo(f"{f.rows_scored} tagged, {f.rows_quarantined} quarantined -> {f.output}", err=True)
+    settings = _guarded(lambda: load_settings(config))
+    try:
+        summary = _guarded(lambda: run_nightly(settings, progress=not _STATE["quiet"]))
+    except LockHeld as err:
+        _fail(f"not started: {err}", EXIT_LOCKED)
+    c = summary.counts
+    if c.get("quarantined") or not _STATE["quiet"]:
+        typer.echo(
+            f"run {summary.run_id}: read {c['rows_read']}, new {c['new']}, changed {c['changed']}, scored {c['scored']}, "
+            f"unchanged {c['unchanged']}, quarantined {c['quarantined']} (model {summary.model_uri} v{summary.model_version})",
+            err=True,
+        )
+    if summary.quarantine_file:
+        typer.echo(f"quarantined rows and reasons: {summary.quarantine_file}", err=True)
     raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def runs(
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
+):
+    """The run ledger: recent nightly runs with status, counts, model and duration.
+
+    Example: python cli.py runs --limit 5
+    """
+    from pipelines.config import load_settings
+    from pipelines.store import connect, read_runs
+
+    settings = _guarded(lambda: load_settings(config))
+    frame = read_runs(connect(settings.store), limit)
+    columns = [
+        "run_id",
+        "started_at",
+        "status",
+        "rows_read",
+        "new",
+        "changed",
+        "scored",
+        "unchanged",
+        "quarantined",
+        "model_version",
+        "seconds",
+    ]
+    typer.echo(frame[columns].to_string(index=False) if len(frame) else "no runs yet")
 
 
 def main() -> None:

@@ -12,11 +12,26 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+DEFAULT_EXPORT_COLUMNS = {
+    "complaint_id": "complaint_id",
+    "received_date": "received_date",
+    "closed_date": "closed_date",
+    "service": "service",
+    "text": "text",
+    "human_theme": "theme",
+    "outcome": "outcome",
+    "ombudsman_referral": "ombudsman_referral",
+    "feedback_type_given": "feedback_type",
+    "learning_completed_date": "learning_completed_date",
+}
 
 
 class Settings(BaseSettings):
@@ -50,6 +65,17 @@ class Settings(BaseSettings):
     output_folder: Path | None = Field(None, description="Where tagged files go; defaults to data_dir/outputs.")
     text_column: str = "text"
     id_column: str = "complaint_id"
+    store_url: str | None = Field(
+        None, description="SQLAlchemy URL of the results store; defaults to SQLite under the state folder."
+    )
+    retag_on_model_change: Literal["all", "new"] = Field(
+        "all", description="When the champion changes: re-tag every complaint, or only new and changed ones."
+    )
+    batch_rows: int = Field(2_000, gt=0, description="Complaints scored and committed per transaction.")
+    export_columns: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_EXPORT_COLUMNS),
+        description="Store field -> column name in the complaint exports.",
+    )
 
     @property
     def public_data(self) -> Path:
@@ -78,6 +104,10 @@ class Settings(BaseSettings):
         return self.output_folder or self.state / "outputs"
 
     @property
+    def store(self) -> str:
+        return self.store_url or f"sqlite:///{(self.state / 'results.db').resolve()}"
+
+    @property
     def taxonomy_path(self) -> Path:
         return self.taxonomy_file or self.data_dir / "taxonomy.yaml"
 
@@ -85,6 +115,24 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def load_settings(config: Path | None = None) -> Settings:
+    """Settings from a YAML file (keys as in :class:`Settings`), with ``LFF_*`` environment
+    variables taking precedence over the file, and both over the defaults."""
+    if config is None:
+        return Settings()
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {config}") from None
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(f"{config}: unknown settings {unknown}; known: {sorted(Settings.model_fields)}")
+    from_env = Settings().model_dump(exclude_unset=True)
+    return Settings(**{**values, **from_env})
 
 
 def configure_mlflow(settings: Settings) -> str:

@@ -1,52 +1,84 @@
-"""The nightly run: make sure a champion model exists, then tag the complaints in the drop folder.
+"""The nightly run: tag new and changed complaints from the drop folder into the results store.
 
-This is the job the README's first command runs. With no configuration it uses the bundled
-made-up sample in ``data/sample/``, the local MLflow store under ``data/mlflow`` and writes
-tagged files to ``data/outputs``.
+Incremental and idempotent: a complaint is scored when it is new, when its text changed, or
+(if so configured) when the champion model changed; a second run in a row scores nothing.
+Crash-safe: complaints and their taggings are committed together in batches, so a run
+killed at any point leaves the store consistent and the next run finishes the work exactly
+once. A lock in the store stops two runs at once; a dead run's lock is recovered.
+
+With no configuration it uses the bundled made-up sample in ``data/sample/``, a SQLite store
+and the local MLflow store under the state folder, and trains a default model if none is
+registered.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import Settings, get_settings
-from pipelines.datasets import DatasetError, dataset_path, sample_complaints_path
-from pipelines.score import ScoreSummary, score_file
+import pandas as pd
+from tqdm import tqdm
+
+from pipelines import store
+from pipelines.config import Settings, configure_mlflow, get_settings
+from pipelines.datasets import DatasetError, dataset_path, sample_complaints_path, sha256_of
+from pipelines.deadlines import acknowledgement_deadline, learning_stage
+from pipelines.score import resolve_model, scored_in_order
+from pipelines.tables import ROW, RowChecks, TableWriter, iter_chunks
+from pipelines.text import as_text, normalise, redact
 
 log = logging.getLogger(__name__)
 
 FFT_CROSSWALK = Path("crosswalks") / "nhs_fft_phase1.yaml"
+EXPORT_SUFFIXES = {".csv", ".xlsx", ".parquet"}
+EXIT_OK, EXIT_FAILURE, EXIT_QUARANTINED, EXIT_LOCKED = 0, 1, 3, 4
+DATE_FIELDS = ["received_date", "closed_date", "learning_completed_date"]
+DETAIL_FIELDS = [
+    "received_date",
+    "closed_date",
+    "service",
+    "outcome",
+    "ombudsman_referral",
+    "human_theme",
+    "feedback_type_given",
+    "learning_completed_date",
+]
 
 
 @dataclass
 class NightlySummary:
+    run_id: str
     model_uri: str
+    model_version: str
     trained_default: bool
-    files: list[ScoreSummary] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    quarantine_file: Path | None = None
+    seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
-        return max((f.exit_code for f in self.files), default=0)
+        return EXIT_QUARANTINED if self.counts.get("quarantined") else EXIT_OK
 
 
-def champion_uri(settings: Settings) -> str | None:
-    """``models:/NAME@champion`` when the registry has a champion, else None."""
+def champion(settings: Settings) -> tuple[str, str] | None:
+    """(``models:/NAME@champion``, its version) when the registry has a champion, else None."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.config import configure_mlflow
-
     configure_mlflow(settings)
     try:
-        MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
+        version = MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
     except MlflowException:
         return None
-    return f"models:/{settings.model_name}@champion"
+    return f"models:/{settings.model_name}@champion", str(version.version)
 
 
-def train_default_model(settings: Settings) -> str:
+def train_default_model(settings: Settings) -> None:
     """Train and register the default council model: FFT phase 1 through the crosswalk when the
     public data is there, else the bundled made-up sample (a demo model, not a useful one)."""
     from pipelines.train import train
@@ -72,29 +104,225 @@ def train_default_model(settings: Settings) -> str:
             register=settings.model_name,
             settings=settings,
         )
-    return f"models:/{settings.model_name}@champion"
 
 
-def run_nightly(settings: Settings | None = None, progress: bool = True) -> NightlySummary:
-    """Tag every export in the drop folder with the champion model (training one first if none)."""
-    settings = settings or get_settings()
-    model_uri = champion_uri(settings)
-    trained = model_uri is None
-    if trained:
-        model_uri = train_default_model(settings)
-    summary = NightlySummary(model_uri=model_uri, trained_default=trained)
-    drop = settings.drop_folder or sample_complaints_path(settings.data_dir).parent
-    outputs = settings.output_dir
-    for export in sorted(p for p in Path(drop).iterdir() if p.suffix.lower() in {".csv", ".parquet", ".xlsx"}):
-        summary.files.append(
-            score_file(
-                model_uri,
-                export,
-                outputs / f"{export.stem}.tagged.csv",
-                settings.text_column,
-                settings.id_column,
-                settings=settings,
-                progress=progress,
+def _sha256(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: hashlib.sha256(v.encode("utf-8")).hexdigest())
+
+
+def _parse_dates(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(dates, bad mask): ISO (YYYY-MM-DD) or UK day-first (DD/MM/YYYY); blank is not bad."""
+    text = values.fillna("").astype(str).str.strip()
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    rest = parsed.isna() & (text != "")
+    if rest.any():
+        parsed[rest] = pd.to_datetime(text[rest], errors="coerce", format="%d/%m/%Y")
+    return parsed.dt.date, parsed.isna() & (text != "")
+
+
+def exports_in(folder: Path) -> list[Path]:
+    """Export files, oldest first (by modification time, then name): later exports win."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in EXPORT_SUFFIXES and not p.name.startswith((".", "~$"))]
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+class ExportReader:
+    """Reads complaint exports into store rows, quarantining rows that cannot be used."""
+
+    def __init__(self, settings: Settings):
+        self.columns = {**settings.export_columns}
+        self.settings = settings
+        # Quarantined rows keep every export column the job knows, with where and why.
+        self.quarantine_columns = ["_file", ROW, "_column", "_reason", *dict.fromkeys(self.columns.values())]
+
+    def chunks(self, path: Path):
+        """(good store rows, quarantined rows) per chunk of one export."""
+        cols = self.columns
+        required = [cols["complaint_id"], cols["text"], cols["received_date"]]
+        checks = RowChecks(str(path), cols["text"], cols["complaint_id"], self.settings.max_text_chars)
+        for chunk in iter_chunks(path, self.settings.chunk_rows, required):
+            good, bad = checks.split(chunk)
+            rows = pd.DataFrame({"source_row": good[ROW].to_numpy()}, index=good.index)
+            for target, source in cols.items():
+                rows[target] = good[source].fillna("").astype(str).str.strip() if source in good.columns else ""
+            bad_parts = [bad]
+            for date_field in DATE_FIELDS:
+                parsed, invalid = _parse_dates(rows[date_field])
+                if invalid.any():
+                    column = cols[date_field]
+                    reasons = (
+                        f"{column} "
+                        + ("'" + rows.loc[invalid, date_field] + "'")
+                        + " is not a date (expected YYYY-MM-DD or DD/MM/YYYY)"
+                    )
+                    bad_parts.append(good[invalid].assign(_reason=reasons, _column=column, _file=str(path)))
+                    rows, good = rows[~invalid], good[~invalid]
+                    parsed = parsed[~invalid]
+                rows[date_field] = parsed
+            missing_received = rows["received_date"].isna()
+            if missing_received.any():
+                bad_parts.append(
+                    good[missing_received].assign(
+                        _reason="missing received date", _column=cols["received_date"], _file=str(path)
+                    )
+                )
+                rows = rows[~missing_received]
+            bad_all = (
+                pd.concat([b for b in bad_parts if len(b)], ignore_index=True)
+                if any(len(b) for b in bad_parts)
+                else bad
             )
+            yield (
+                rows.assign(source_file=path.name).reset_index(drop=True),
+                bad_all.reindex(columns=self.quarantine_columns),
+            )
+
+
+def _prepare(rows: pd.DataFrame, today: dt.date) -> pd.DataFrame:
+    """Store fields: hashes, redacted text, deadlines."""
+    normalised = rows["text"].map(normalise)
+    details = rows[DETAIL_FIELDS].apply(lambda column: column.map(as_text)).agg("\x1f".join, axis=1)
+    stage = learning_stage(rows["closed_date"].to_numpy(), rows["learning_completed_date"].to_numpy(), today)
+    return rows.assign(
+        text_sha256=_sha256(normalised).to_numpy(),
+        details_sha256=_sha256(details).to_numpy(),
+        learning_deadline=stage["learning_deadline"].to_numpy(),
+        learning_status=stage["learning_status"].to_numpy(),
+        acknowledgement_deadline=acknowledgement_deadline(rows["received_date"].to_numpy()).to_numpy(),
+    )
+
+
+def run_nightly(
+    settings: Settings | None = None, progress: bool = True, today: dt.date | None = None
+) -> NightlySummary:
+    """Tag new and changed complaints from the drop folder into the store, then record the run.
+
+    Raises :class:`pipelines.store.LockHeld` when another run is in progress.
+    """
+    settings = settings or get_settings()
+    today = today or dt.date.today()
+    started = time.monotonic()
+    engine = store.connect(settings.store)
+    run_id = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    recovered = store.acquire_lock(engine, run_id)
+    if recovered:
+        log.warning("recovered the lock of a run that died", extra={"fields": {"dead_run": recovered}})
+    counts = dict.fromkeys(["rows_read", "new", "changed", "scored", "quarantined", "unchanged"], 0)
+    summary = None
+    try:
+        found = champion(settings)
+        trained = found is None
+        if trained:
+            train_default_model(settings)
+            found = champion(settings)
+        model_uri, model_version = found
+        model_path = resolve_model(model_uri, settings)
+        drop = settings.drop_folder or sample_complaints_path(settings.data_dir).parent
+        exports = exports_in(Path(drop))
+        store.start_run(engine, run_id, model_uri, model_version, {p.name: sha256_of(p) for p in exports})
+        summary = NightlySummary(run_id, model_uri, model_version, trained)
+        quarantine_path = settings.output_dir / f"quarantine-{run_id}.csv"
+        quarantine_file = TableWriter(quarantine_path)
+        reader = ExportReader(settings)
+        latest = _latest_export_of_each_complaint(reader, exports)
+        known = store.known_hashes(engine)
+        bar = tqdm(unit="complaints", disable=not progress, desc="nightly", mininterval=1.0)
+        for index, path in enumerate(exports):
+            for rows, bad in reader.chunks(path):
+                counts["rows_read"] += len(rows) + len(bad)
+                if len(bad):
+                    counts["quarantined"] += len(bad)
+                    store.write_quarantine(engine, run_id, bad, reader.columns["complaint_id"])
+                    quarantine_file.write(bad)
+                # A complaint re-exported in a later file is taken from that file only.
+                rows = rows[rows["complaint_id"].map(latest).to_numpy() == index]
+                if rows.empty:
+                    continue
+                rows = _prepare(rows, today)
+                before = known.reindex(rows["complaint_id"])
+                is_new = before["text_sha256"].isna().to_numpy()
+                text_changed = ~is_new & (before["text_sha256"].to_numpy() != rows["text_sha256"].to_numpy())
+                model_changed = (
+                    ~is_new
+                    & ~text_changed
+                    & (settings.retag_on_model_change == "all")
+                    & (before["model_version"].fillna("").to_numpy() != model_version)
+                )
+                details_changed = ~is_new & (before["details_sha256"].to_numpy() != rows["details_sha256"].to_numpy())
+                to_score = is_new | text_changed | model_changed
+                counts["new"] += int(is_new.sum())
+                counts["changed"] += int(text_changed.sum())
+                counts["unchanged"] += int((~to_score & ~details_changed).sum())
+                rows = rows.assign(text_redacted=redact(rows["text"].tolist()))
+                only_details = rows[~to_score & details_changed]
+                if len(only_details):
+                    store.write_batch(engine, only_details, None, run_id, settings.model_name, model_version)
+                scoring = rows[to_score].reset_index(drop=True)
+                batches = (
+                    scoring.iloc[i : i + settings.batch_rows] for i in range(0, len(scoring), settings.batch_rows)
+                )
+                for batch, tags in scored_in_order(batches, model_path, "text_redacted", max(1, settings.n_jobs)):
+                    tags = tags.assign(
+                        complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
+                    )
+                    store.write_batch(engine, batch, tags, run_id, settings.model_name, model_version)
+                    counts["scored"] += len(batch)
+                    bar.update(len(batch))
+                    log.debug("batch committed", extra={"fields": {"scored": counts["scored"]}})
+                known = pd.concat(
+                    [
+                        known.drop(rows["complaint_id"], errors="ignore"),
+                        rows.set_index("complaint_id")[["text_sha256", "details_sha256"]].assign(
+                            model_version=model_version
+                        ),
+                    ]
+                )
+        bar.close()
+        quarantine_file.close()
+        summary.counts = counts
+        summary.quarantine_file = quarantine_path if counts["quarantined"] else None
+        summary.seconds = time.monotonic() - started
+        status = "quarantined rows" if counts["quarantined"] else "success"
+        store.finish_run(engine, run_id, status, counts, summary.seconds)
+        export_current(engine, settings.output_dir / "taggings.csv")
+        log.info(
+            "nightly run finished", extra={"fields": {"run_id": run_id, **counts, "seconds": round(summary.seconds, 1)}}
         )
-    return summary
+        return summary
+    except BaseException as err:
+        if summary is not None:
+            store.finish_run(
+                engine, run_id, "failed", counts, time.monotonic() - started, f"{type(err).__name__}: {err}"[:500]
+            )
+        raise
+    finally:
+        store.release_lock(engine, run_id)
+
+
+def _latest_export_of_each_complaint(reader: ExportReader, exports: list[Path]) -> pd.Series:
+    """complaint id -> index of the newest export holding it (ids only, so memory stays small)."""
+    parts = []
+    for index, path in enumerate(exports):
+        for rows, _ in reader.chunks(path):
+            parts.append(pd.DataFrame({"complaint_id": rows["complaint_id"], "export": index}))
+    if not parts:
+        return pd.Series(dtype=int)
+    ids = pd.concat(parts, ignore_index=True)
+    return ids.groupby("complaint_id")["export"].max()
+
+
+def export_current(engine, path: Path) -> Path:
+    """The store's current tagging of every complaint as a CSV (text redacted, formulas neutralised)."""
+    frame = store.current_taggings(engine).drop(columns=["text_sha256", "details_sha256"], errors="ignore")
+    writer = TableWriter(path)
+    writer.write(frame)
+    writer.close()
+    return path
+
+
+def store_snapshot(engine) -> pd.DataFrame:
+    """Complaints with their current tagging, without run ids and timestamps: two runs that did
+    the same work give equal snapshots (used to prove crash safety)."""
+    frame = store.current_taggings(engine).drop(columns=["first_seen_run", "updated_run", "run_id"], errors="ignore")
+    frame["theme_confidence"] = frame["theme_confidence"].round(9)
+    return frame.sort_values("complaint_id").reset_index(drop=True)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
+_EOF_IN_STRING = re.compile(r"EOF inside string starting at row (\d+)")
 _BAD_LINE = re.compile(r"Skipping line (\d+): (.*)")
 ROW = "source_row"  # 1-based data row number in the source file (header excluded)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -115,7 +116,14 @@ def iter_chunks(path: str | Path, chunk_rows: int, required: list[str]) -> Itera
             # catch those warnings and turn each into a quarantine row with its line number.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                chunk = next(reader, None)
+                try:
+                    chunk = next(reader, None)
+                except pd.errors.ParserError as err:
+                    truncated = _EOF_IN_STRING.search(str(err))
+                    if not truncated:
+                        raise
+                    yield from _rows_before_truncation(path, encoding, start, int(truncated.group(1)), required)
+                    return
             if chunk is None:
                 break
             if start == 1:
@@ -131,6 +139,21 @@ def iter_chunks(path: str | Path, chunk_rows: int, required: list[str]) -> Itera
         raise InputError(f"{path}: file has no header row") from None
     except pd.errors.ParserError as err:
         raise InputError(f"{path}: cannot parse CSV: {err}") from None
+
+
+def _rows_before_truncation(path: Path, encoding: str, start: int, broken_row: int, required: list[str]):
+    """For a file cut off inside a quoted field: the rows before the cut that were not yet
+    yielded, then one quarantine row saying where the file breaks."""
+    remaining = broken_row - start  # data rows between those already read and the broken one
+    if remaining > 0:
+        rest = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding=encoding, skiprows=range(1, start), nrows=remaining
+        )
+        if start == 1:
+            check_columns(path, list(rest.columns), required)
+        yield rest.assign(**{ROW: range(start, start + len(rest))})
+    reason = f"truncated file: the quoted field of data row {broken_row} never closes; nothing from there on was read"
+    yield pd.DataFrame({"_reason": [reason]}).assign(**{ROW: broken_row})
 
 
 def read_table(path: str | Path, required: list[str]) -> pd.DataFrame:
@@ -210,7 +233,11 @@ class RowChecks:
         reason[huge] = "text longer than " + str(self.max_chars) + " characters (" + length[huge].astype(str) + ")"
         column[huge] = self.text_column
         if self.id_column:
-            ids = chunk[self.id_column].fillna("").astype(str).str.strip()
+            ids = (
+                chunk[self.id_column].fillna("").astype(str).str.strip()
+                if self.id_column in chunk
+                else pd.Series("", index=chunk.index)
+            )
             missing = reason.isna() & (ids == "")
             reason[missing], column[missing] = "missing id", self.id_column
             # Every occurrence of an id counts, even in a row quarantined for another reason:
