@@ -73,3 +73,61 @@ def council_model(state_dir, public_data_dir, tmp_path_factory) -> dict:
         check=True,
     )  # fmt: skip
     return {"model_dir": model_dir, "stdout": result.stdout, "stderr": result.stderr, "name": "complaint-themes"}
+
+
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    assert found, "PostgreSQL server binaries not found (Debian package postgresql); the store tests need them"
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1, started for the session and stopped by its PID."""
+    import shutil
+    import socket
+
+    bindir = _postgres_bin()
+    # Not under pytest's own temporary folder: the postgres user cannot enter it.
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="lff-pg-"))
+    data = root / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    as_postgres = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(data)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {root}",
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        os.kill(pid, 15)  # smart shutdown of this server only
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            __import__("time").sleep(0.1)
+        shutil.rmtree(root, ignore_errors=True)

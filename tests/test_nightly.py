@@ -52,18 +52,35 @@ def test_without_public_data_a_demo_model_is_trained_on_the_sample(tmp_path):
     assert "made-up sample" in result.stderr
 
 
-@pytest.fixture
-def nightly_env(council_model, state_dir, tmp_path):
-    """Environment for a nightly run on its own store and drop folder, with the shared champion."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def nightly_env(request, council_model, state_dir, tmp_path):
+    """Environment for a nightly run on its own store (SQLite, or a fresh PostgreSQL database)
+    and drop folder, with the shared champion."""
     drop = tmp_path / "drop"
     drop.mkdir()
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = _fresh_postgres_database(request.getfixturevalue("postgres_url"), tmp_path.name)
     env = {
-        "LFF_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "LFF_STORE_URL": url,
         "LFF_DROP_FOLDER": str(drop),
         "LFF_OUTPUT_FOLDER": str(tmp_path / "out"),
         "LFF_N_JOBS": "1",
     }
     return {"env": env, "drop": drop, "state_dir": state_dir, "tmp": tmp_path}
+
+
+def _fresh_postgres_database(server_url: str, name: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    database = "t_" + "".join(ch if ch.isalnum() else "_" for ch in name.lower())[:50]
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
+        conn.execute(text(f'CREATE DATABASE "{database}"'))
+    admin.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + database
 
 
 def _nightly(ctx, *extra):
@@ -205,7 +222,7 @@ def test_killed_runs_leave_the_store_consistent_and_the_next_run_completes_exact
     sample.to_csv(nightly_env["drop"] / "export.csv", index=False)
     env = {**os.environ, **nightly_env["env"], "LFF_STATE_DIR": str(nightly_env["state_dir"]), "LFF_BATCH_ROWS": "8"}
     # Reference: an uninterrupted run on its own store.
-    reference = {**env, "LFF_STORE_URL": f"sqlite:///{tmp_path / 'reference.db'}"}
+    reference = {**env, "LFF_STORE_URL": f"sqlite:///{tmp_path / 'reference.db'}"}  # compared by content
     subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "cli.py"), "--quiet", "nightly"],
         env=reference,
