@@ -70,7 +70,7 @@ def run_cli_measured(args: list[str], env: dict) -> dict:
     return {
         "seconds": time.perf_counter() - started,
         "peak_rss_mb": peak / 2**20,
-        "cli_says": stderr.strip().splitlines()[-1],
+        "cli_says": (stderr.strip().splitlines() or [""])[-1],
     }
 
 

@@ -63,8 +63,6 @@ class Settings(BaseSettings):
     random_state: int = 42
     drop_folder: Path | None = Field(None, description="Folder of complaint exports; defaults to data_dir/sample.")
     output_folder: Path | None = Field(None, description="Where tagged files go; defaults to data_dir/outputs.")
-    text_column: str = "text"
-    id_column: str = "complaint_id"
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the results store; defaults to SQLite under the state folder."
     )

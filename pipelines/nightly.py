@@ -226,57 +226,63 @@ def run_nightly(
         reader = ExportReader(settings)
         latest = _latest_export_of_each_complaint(reader, exports)
         known = store.known_hashes(engine)
-        bar = tqdm(unit="complaints", disable=not progress, desc="nightly", mininterval=1.0)
-        for index, path in enumerate(exports):
-            for rows, bad in reader.chunks(path):
-                counts["rows_read"] += len(rows) + len(bad)
-                if len(bad):
-                    counts["quarantined"] += len(bad)
-                    store.write_quarantine(engine, run_id, bad, reader.columns["complaint_id"])
-                    quarantine_file.write(bad)
-                # A complaint re-exported in a later file is taken from that file only.
-                rows = rows[rows["complaint_id"].map(latest).to_numpy() == index]
-                if rows.empty:
-                    continue
-                rows = _prepare(rows, today)
-                before = known.reindex(rows["complaint_id"])
-                is_new = before["text_sha256"].isna().to_numpy()
-                text_changed = ~is_new & (before["text_sha256"].to_numpy() != rows["text_sha256"].to_numpy())
-                model_changed = (
-                    ~is_new
-                    & ~text_changed
-                    & (settings.retag_on_model_change == "all")
-                    & (before["model_version"].fillna("").to_numpy() != model_version)
-                )
-                details_changed = ~is_new & (before["details_sha256"].to_numpy() != rows["details_sha256"].to_numpy())
-                to_score = is_new | text_changed | model_changed
-                counts["new"] += int(is_new.sum())
-                counts["changed"] += int(text_changed.sum())
-                counts["unchanged"] += int((~to_score & ~details_changed).sum())
-                rows = rows.assign(text_redacted=redact(rows["text"].tolist()))
-                only_details = rows[~to_score & details_changed]
-                if len(only_details):
-                    store.write_batch(engine, only_details, None, run_id, settings.model_name, model_version)
-                scoring = rows[to_score].reset_index(drop=True)
-                batches = (
-                    scoring.iloc[i : i + settings.batch_rows] for i in range(0, len(scoring), settings.batch_rows)
-                )
-                for batch, tags in scored_in_order(batches, model_path, "text_redacted", max(1, settings.n_jobs)):
-                    tags = tags.assign(
-                        complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
+
+        def batches_to_score():
+            """Batches of complaints that need the model, across all exports; on the way,
+            quarantine bad rows and update complaints whose details alone changed."""
+            pending: list[pd.DataFrame] = []
+            for index, path in enumerate(exports):
+                for rows, bad in reader.chunks(path):
+                    counts["rows_read"] += len(rows) + len(bad)
+                    if len(bad):
+                        counts["quarantined"] += len(bad)
+                        store.write_quarantine(engine, run_id, bad, reader.columns["complaint_id"])
+                        quarantine_file.write(bad)
+                    # A complaint re-exported in a later file is taken from that file only, so
+                    # each complaint is looked at once per run.
+                    rows = rows[rows["complaint_id"].map(latest).to_numpy() == index]
+                    if rows.empty:
+                        continue
+                    rows = _prepare(rows, today)
+                    before = known.reindex(rows["complaint_id"])
+                    is_new = before["text_sha256"].isna().to_numpy()
+                    text_changed = ~is_new & (before["text_sha256"].to_numpy() != rows["text_sha256"].to_numpy())
+                    model_changed = (
+                        ~is_new
+                        & ~text_changed
+                        & (settings.retag_on_model_change == "all")
+                        & (before["model_version"].fillna("").to_numpy() != model_version)
                     )
-                    store.write_batch(engine, batch, tags, run_id, settings.model_name, model_version)
-                    counts["scored"] += len(batch)
-                    bar.update(len(batch))
-                    log.debug("batch committed", extra={"fields": {"scored": counts["scored"]}})
-                known = pd.concat(
-                    [
-                        known.drop(rows["complaint_id"], errors="ignore"),
-                        rows.set_index("complaint_id")[["text_sha256", "details_sha256"]].assign(
-                            model_version=model_version
-                        ),
-                    ]
-                )
+                    details_changed = ~is_new & (
+                        before["details_sha256"].to_numpy() != rows["details_sha256"].to_numpy()
+                    )
+                    to_score = is_new | text_changed | model_changed
+                    counts["new"] += int(is_new.sum())
+                    counts["changed"] += int(text_changed.sum())
+                    counts["unchanged"] += int((~to_score & ~details_changed).sum())
+                    only_details = rows[~to_score & details_changed]
+                    if len(only_details):
+                        only_details = only_details.assign(text_redacted=redact(only_details["text"].tolist()))
+                        store.write_batch(engine, only_details, None, run_id, settings.model_name, model_version)
+                    pending.append(rows[to_score])
+                    while sum(len(p) for p in pending) >= settings.batch_rows:
+                        merged = pd.concat(pending, ignore_index=True)
+                        pending = [merged.iloc[settings.batch_rows :]]
+                        yield _with_redacted(merged.iloc[: settings.batch_rows])
+            rest = pd.concat(pending, ignore_index=True) if pending else pd.DataFrame()
+            if len(rest):
+                yield _with_redacted(rest)
+
+        bar = tqdm(unit="complaints", disable=not progress, desc="nightly", mininterval=1.0)
+        # One pool of scoring workers for the whole run (each holds one copy of the model).
+        for batch, tags in scored_in_order(batches_to_score(), model_path, "text_redacted", max(1, settings.n_jobs)):
+            tags = tags.assign(
+                complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
+            )
+            store.write_batch(engine, batch, tags, run_id, settings.model_name, model_version)
+            counts["scored"] += len(batch)
+            bar.update(len(batch))
+            log.debug("batch committed", extra={"fields": {"scored": counts["scored"]}})
         bar.close()
         quarantine_file.close()
         summary.counts = counts
@@ -297,6 +303,12 @@ def run_nightly(
         raise
     finally:
         store.release_lock(engine, run_id)
+
+
+def _with_redacted(rows: pd.DataFrame) -> pd.DataFrame:
+    """Redact only what is written: the store keeps redacted text, never the original."""
+    rows = rows.reset_index(drop=True)
+    return rows.assign(text_redacted=redact(rows["text"].tolist()))
 
 
 def _latest_export_of_each_complaint(reader: ExportReader, exports: list[Path]) -> pd.Series:
