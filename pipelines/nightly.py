@@ -181,7 +181,8 @@ class ExportReader:
 def _prepare(rows: pd.DataFrame, today: dt.date) -> pd.DataFrame:
     """Store fields: hashes, redacted text, deadlines."""
     normalised = rows["text"].map(normalise)
-    details = rows[DETAIL_FIELDS].apply(lambda column: column.map(as_text)).agg("\x1f".join, axis=1)
+    parts = [rows[f].map(as_text) for f in DETAIL_FIELDS]
+    details = parts[0].str.cat(parts[1:], sep="\x1f")  # column-wise: a row-wise join is 50x slower
     stage = learning_stage(rows["closed_date"].to_numpy(), rows["learning_completed_date"].to_numpy(), today)
     return rows.assign(
         text_sha256=_sha256(normalised).to_numpy(),

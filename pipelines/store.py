@@ -25,6 +25,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -73,8 +74,8 @@ taggings = Table(
     "taggings",
     metadata,
     Column("tagging_id", Integer, primary_key=True, autoincrement=True),
-    Column("complaint_id", String(200), nullable=False, index=True),
-    Column("is_current", Boolean, nullable=False, index=True),
+    Column("complaint_id", String(200), nullable=False),
+    Column("is_current", Boolean, nullable=False),
     Column("theme", String(200)),
     Column("theme_confidence", Float),
     Column("themes", Text),
@@ -86,6 +87,9 @@ taggings = Table(
     Column("text_sha256", String(64)),
     Column("run_id", String(40)),
     Column("tagged_at", DateTime),
+    # One index for "the current tagging of this complaint": an index on is_current alone
+    # leads SQLite to scan every current tagging for each complaint (quadratic).
+    Index("ix_taggings_complaint_current", "complaint_id", "is_current"),
 )
 runs = Table(
     "runs",
