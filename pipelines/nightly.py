@@ -246,17 +246,17 @@ def run_nightly(
                         continue
                     rows = _prepare(rows, today)
                     before = known.reindex(rows["complaint_id"])
-                    is_new = before["text_sha256"].isna().to_numpy()
-                    text_changed = ~is_new & (before["text_sha256"].to_numpy() != rows["text_sha256"].to_numpy())
+                    is_new = before["text_hash"].isna().to_numpy()
+                    text_hash = store.short_hash(rows["text_sha256"]).to_numpy()
+                    details_hash = store.short_hash(rows["details_sha256"]).to_numpy()
+                    text_changed = ~is_new & (before["text_hash"].to_numpy() != text_hash)
                     model_changed = (
                         ~is_new
                         & ~text_changed
                         & (settings.retag_on_model_change == "all")
-                        & (before["model_version"].fillna("").to_numpy() != model_version)
+                        & (before["model_version"].astype(object).fillna("").to_numpy() != model_version)
                     )
-                    details_changed = ~is_new & (
-                        before["details_sha256"].to_numpy() != rows["details_sha256"].to_numpy()
-                    )
+                    details_changed = ~is_new & (before["details_hash"].to_numpy() != details_hash)
                     to_score = is_new | text_changed | model_changed
                     counts["new"] += int(is_new.sum())
                     counts["changed"] += int(text_changed.sum())
@@ -325,10 +325,11 @@ def _latest_export_of_each_complaint(reader: ExportReader, exports: list[Path]) 
 
 
 def export_current(engine, path: Path) -> Path:
-    """The store's current tagging of every complaint as a CSV (text redacted, formulas neutralised)."""
-    frame = store.current_taggings(engine).drop(columns=["text_sha256", "details_sha256"], errors="ignore")
+    """The store's current tagging of every complaint as a CSV (text redacted, formulas
+    neutralised), streamed in chunks."""
     writer = TableWriter(path)
-    writer.write(frame)
+    for chunk in store.iter_current_taggings(engine):
+        writer.write(chunk.drop(columns=["text_sha256", "details_sha256"], errors="ignore"))
     writer.close()
     return path
 

@@ -237,18 +237,48 @@ def finish_run(engine: Engine, run_id: str, status: str, counts: dict, seconds: 
         )
 
 
+def short_hash(hex_digests: pd.Series) -> pd.Series:
+    """The first 64 bits of a hex SHA-256 as an unsigned integer: 8 bytes per complaint in
+    memory instead of a 64-character string; enough to tell one text from its next version."""
+    return pd.Series(
+        [int(h[:16], 16) if isinstance(h, str) else 0 for h in hex_digests], index=hex_digests.index, dtype="uint64"
+    )
+
+
 def known_hashes(engine: Engine) -> pd.DataFrame:
-    """complaint_id -> text hash, details hash and the model version of its current tagging."""
+    """complaint_id -> short text hash, short details hash and the model version of its current tagging."""
     query = select(
         complaints.c.complaint_id, complaints.c.text_sha256, complaints.c.details_sha256, taggings.c.model_version
     ).select_from(
         complaints.outerjoin(taggings, (taggings.c.complaint_id == complaints.c.complaint_id) & taggings.c.is_current)
     )
+    parts = []
     with engine.connect() as conn:
-        frame = pd.DataFrame(
-            conn.execute(query).fetchall(), columns=["complaint_id", "text_sha256", "details_sha256", "model_version"]
+        result = conn.execution_options(stream_results=True).execute(query)
+        while rows := result.fetchmany(100_000):
+            frame = pd.DataFrame(rows, columns=["complaint_id", "text_sha256", "details_sha256", "model_version"])
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "text_hash": short_hash(frame["text_sha256"]).to_numpy(),
+                        "details_hash": short_hash(frame["details_sha256"]).to_numpy(),
+                        "model_version": pd.Categorical(frame["model_version"]),
+                    },
+                    index=pd.Index(frame["complaint_id"], name="complaint_id"),
+                )
+            )
+    if not parts:
+        return pd.DataFrame(
+            {
+                "text_hash": pd.Series(dtype="uint64"),
+                "details_hash": pd.Series(dtype="uint64"),
+                "model_version": pd.Series(dtype="category"),
+            },
+            index=pd.Index([], name="complaint_id"),
         )
-    return frame.set_index("complaint_id")
+    known = pd.concat(parts)
+    known["model_version"] = known["model_version"].astype("category")
+    return known
 
 
 COMPLAINT_FIELDS = [c.name for c in complaints.columns]
@@ -346,9 +376,8 @@ def read_runs(engine: Engine, limit: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[c.name for c in runs.columns])
 
 
-def current_taggings(engine: Engine) -> pd.DataFrame:
-    """Each complaint with its current tagging (for reports and exports)."""
-    query = select(
+def _current_query():
+    return select(
         complaints,
         *[
             taggings.c[c]
@@ -367,6 +396,19 @@ def current_taggings(engine: Engine) -> pd.DataFrame:
     ).select_from(
         complaints.outerjoin(taggings, (taggings.c.complaint_id == complaints.c.complaint_id) & taggings.c.is_current)
     )
+
+
+def current_taggings(engine: Engine) -> pd.DataFrame:
+    """Each complaint with its current tagging (for reports and exports)."""
     with engine.connect() as conn:
-        result = conn.execute(query)
+        result = conn.execute(_current_query())
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def iter_current_taggings(engine: Engine, chunk_rows: int = 50_000):
+    """The same as :func:`current_taggings`, in chunks, so memory does not grow with the store."""
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(_current_query())
+        columns = list(result.keys())
+        while rows := result.fetchmany(chunk_rows):
+            yield pd.DataFrame(rows, columns=columns)
