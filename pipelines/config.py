@@ -70,6 +70,21 @@ class Settings(BaseSettings):
         "all", description="When the champion changes: re-tag every complaint, or only new and changed ones."
     )
     batch_rows: int = Field(2_000, gt=0, description="Complaints scored and committed per transaction.")
+    source_url: str | None = Field(
+        None, description="SQLAlchemy URL of a database with a complaints table, read besides the drop folder."
+    )
+    source_table: str = Field(
+        "complaints", description="The complaints table in source_url (columns as in export_columns)."
+    )
+    reviews_source: Path | None = Field(
+        None,
+        description="Serious incident reviews (a folder of documents or a table); the nightly run regroups learning when they change.",
+    )
+    reviews_columns: dict[str, str] = Field(
+        default_factory=lambda: {"id": "id", "text": "text", "date": "date", "team": "team"},
+        description="Review field -> column in the reviews table or the folder's reviews.csv.",
+    )
+    reviews_seed_themes: Path | None = Field(None, description="YAML of known learning themes used when grouping.")
     export_columns: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXPORT_COLUMNS),
         description="Store field -> column name in the complaint exports.",

@@ -725,6 +725,66 @@ class LearningSummary:
         return 3 if self.problems else 0
 
 
+def group_reviews(
+    source: Path,
+    grouping_dir: Path | None = None,
+    seed_themes: Path | None = None,
+    id_column: str = "id",
+    text_column: str = "concerns",
+    date_column: str = "date",
+    team_column: str = "team",
+    name_column: str | None = None,
+    random_state: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """(points, groups, problems): extract learning points from reviews and group them, reusing
+    (and updating) the saved grouping in ``grouping_dir`` when there is one."""
+    from pipelines.tables import InputError
+
+    reviews, problems = read_reviews(source, id_column, text_column, date_column, team_column, name_column)
+    points, empty = extract_review_points(reviews)
+    problems += empty
+    if points.empty:
+        raise InputError(f"{source}: no learning points found in any review")
+    if grouping_dir is not None and (grouping_dir / "groups.json").exists():
+        grouping, assigned = assign_groups(Grouping.load(grouping_dir), points)
+    else:
+        seeds = load_seed_themes(seed_themes) if seed_themes else None
+        grouping, assigned = fit_groups(points, seeds, random_state)
+    if grouping_dir is not None:
+        grouping.save(grouping_dir)
+    labels = dict(zip(grouping.group_ids, grouping.labels))
+    points = points.assign(group_id=assigned.astype(int), group_label=[labels.get(g, "") for g in assigned])
+    for problem in problems:
+        log.warning(
+            "review skipped or empty",
+            extra={"fields": {"source": problem["source"], "reason": problem["reason"][:200]}},
+        )
+    return points[POINTS_OUTPUT], summarise_groups(points, grouping), problems
+
+
+def write_learning_files(
+    points: pd.DataFrame, groups: pd.DataFrame, problems: list[dict], points_path: Path, groups_path: Path | None
+) -> LearningSummary:
+    from pipelines.tables import TableWriter
+
+    writer = TableWriter(points_path)
+    writer.write(points[POINTS_OUTPUT])
+    writer.close()
+    if groups_path is not None:
+        out = TableWriter(groups_path)
+        out.write(groups)
+        out.close()
+    return LearningSummary(
+        len(points),
+        len(groups),
+        int(groups["recurring"].sum()) if len(groups) else 0,
+        int((points["group_id"] == -1).sum()),
+        problems,
+        points_path,
+        groups_path,
+    )
+
+
 def run_learning(
     source: Path,
     points_path: Path,
@@ -743,44 +803,10 @@ def run_learning(
 
     Example: ``run_learning(Path("reviews/"), Path("points.csv"), Path("groups.csv"))``
     """
-    from pipelines.tables import InputError, TableWriter
-
-    reviews, problems = read_reviews(source, id_column, text_column, date_column, team_column, name_column)
-    points, empty = extract_review_points(reviews)
-    problems += empty
-    if points.empty:
-        raise InputError(f"{source}: no learning points found in any review")
-    if grouping_dir is not None and (grouping_dir / "groups.json").exists():
-        grouping, assigned = assign_groups(Grouping.load(grouping_dir), points)
-    else:
-        seeds = load_seed_themes(seed_themes) if seed_themes else None
-        grouping, assigned = fit_groups(points, seeds, random_state)
-    if grouping_dir is not None:
-        grouping.save(grouping_dir)
-    labels = dict(zip(grouping.group_ids, grouping.labels))
-    points = points.assign(group_id=assigned.astype(int), group_label=[labels.get(g, "") for g in assigned])
-    writer = TableWriter(points_path)
-    writer.write(points[POINTS_OUTPUT])
-    writer.close()
-    groups = summarise_groups(points, grouping)
-    if groups_path is not None:
-        out = TableWriter(groups_path)
-        out.write(groups)
-        out.close()
-    for problem in problems:
-        log.warning(
-            "review skipped or empty",
-            extra={"fields": {"source": problem["source"], "reason": problem["reason"][:200]}},
-        )
-    return LearningSummary(
-        len(points),
-        len(groups),
-        int(groups["recurring"].sum()) if len(groups) else 0,
-        int((points["group_id"] == -1).sum()),
-        problems,
-        points_path,
-        groups_path,
+    points, groups, problems = group_reviews(
+        source, grouping_dir, seed_themes, id_column, text_column, date_column, team_column, name_column, random_state
     )
+    return write_learning_files(points, groups, problems, points_path, groups_path)
 
 
 def log_grouping(grouping_dir: Path, summary: LearningSummary, settings) -> str:

@@ -27,9 +27,9 @@ from tqdm import tqdm
 from pipelines import store
 from pipelines.config import Settings, configure_mlflow, get_settings
 from pipelines.datasets import DatasetError, dataset_path, sample_complaints_path, sha256_of
-from pipelines.deadlines import acknowledgement_deadline, learning_stage
+from pipelines.deadlines import DUE_SOON_WORKING_DAYS, acknowledgement_deadline, add_working_days, learning_stage
 from pipelines.score import resolve_model, scored_in_order
-from pipelines.tables import ROW, RowChecks, TableWriter, iter_chunks
+from pipelines.tables import ROW, RowChecks, SqlTable, TableWriter, iter_chunks
 from pipelines.text import as_text, normalise, redact
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,18 @@ class ExportReader:
         # Quarantined rows keep every export column the job knows, with where and why.
         self.quarantine_columns = ["_file", ROW, "_column", "_reason", *dict.fromkeys(self.columns.values())]
 
-    def chunks(self, path: Path):
-        """(good store rows, quarantined rows) per chunk of one export."""
+    def chunks(self, source: Path | SqlTable):
+        """(good store rows, quarantined rows) per chunk of one export file or database table."""
         cols = self.columns
         required = [cols["complaint_id"], cols["text"], cols["received_date"]]
-        checks = RowChecks(str(path), cols["text"], cols["complaint_id"], self.settings.max_text_chars)
-        for chunk in iter_chunks(path, self.settings.chunk_rows, required):
+        path = source.name if isinstance(source, SqlTable) else str(source)
+        checks = RowChecks(path, cols["text"], cols["complaint_id"], self.settings.max_text_chars)
+        chunks = (
+            source.iter_chunks(self.settings.chunk_rows, required)
+            if isinstance(source, SqlTable)
+            else iter_chunks(source, self.settings.chunk_rows, required)
+        )
+        for chunk in chunks:
             good, bad = checks.split(chunk)
             rows = pd.DataFrame({"source_row": good[ROW].to_numpy()}, index=good.index)
             for target, source in cols.items():
@@ -173,7 +179,7 @@ class ExportReader:
                 else bad
             )
             yield (
-                rows.assign(source_file=path.name).reset_index(drop=True),
+                rows.assign(source_file=Path(path).name if isinstance(source, Path) else path).reset_index(drop=True),
                 bad_all.reindex(columns=self.quarantine_columns),
             )
 
@@ -193,10 +199,29 @@ def _prepare(rows: pd.DataFrame, today: dt.date) -> pd.DataFrame:
     )
 
 
+def sources_to_read(settings: Settings, engine) -> tuple[list, dict[str, str], list[str]]:
+    """(sources to read tonight, fingerprint of every export, names of exports skipped).
+
+    An export whose content a finished run has already processed is skipped: it holds nothing
+    new, and re-reading it would re-quarantine its bad rows every night. A database table is
+    always read (its content hashes tell what changed)."""
+    drop = settings.drop_folder or sample_complaints_path(settings.data_dir).parent
+    exports = exports_in(Path(drop))
+    fingerprints = {p.name: sha256_of(p) for p in exports}
+    done = store.processed_exports(engine)
+    skipped = [p.name for p in exports if fingerprints[p.name] in done]
+    sources: list = [p for p in exports if fingerprints[p.name] not in done]
+    if settings.source_url:
+        sources.append(SqlTable(settings.source_url, settings.source_table, settings.export_columns["complaint_id"]))
+    return sources, fingerprints, skipped
+
+
 def run_nightly(
     settings: Settings | None = None, progress: bool = True, today: dt.date | None = None
 ) -> NightlySummary:
-    """Tag new and changed complaints from the drop folder into the store, then record the run.
+    """Tag new and changed complaints from the drop folder (and database table, if configured)
+    into the store, refresh learning-stage statuses, regroup learning when the reviews
+    changed, then record the run.
 
     Raises :class:`pipelines.store.LockHeld` when another run is in progress.
     """
@@ -218,46 +243,41 @@ def run_nightly(
             found = champion(settings)
         model_uri, model_version = found
         model_path = resolve_model(model_uri, settings)
-        drop = settings.drop_folder or sample_complaints_path(settings.data_dir).parent
-        exports = exports_in(Path(drop))
-        store.start_run(engine, run_id, model_uri, model_version, {p.name: sha256_of(p) for p in exports})
+        sources, fingerprints, skipped = sources_to_read(settings, engine)
+        store.start_run(engine, run_id, model_uri, model_version, fingerprints)
+        if skipped:
+            log.info("exports already processed, skipped", extra={"fields": {"files": len(skipped)}})
         summary = NightlySummary(run_id, model_uri, model_version, trained)
         quarantine_path = settings.output_dir / f"quarantine-{run_id}.csv"
         quarantine_file = TableWriter(quarantine_path)
         reader = ExportReader(settings)
-        latest = _latest_export_of_each_complaint(reader, exports)
-        known = store.known_hashes(engine)
+        latest = _latest_source_of_each_complaint(reader, sources)
+        bar = tqdm(unit="complaints", disable=not progress, desc="nightly", mininterval=1.0)
 
-        def batches_to_score():
-            """Batches of complaints that need the model, across all exports; on the way,
-            quarantine bad rows and update complaints whose details alone changed."""
+        def changed_batches():
+            """Batches of complaints that are new or whose text changed, across all sources; on
+            the way, quarantine bad rows and update complaints whose details alone changed."""
             pending: list[pd.DataFrame] = []
-            for index, path in enumerate(exports):
-                for rows, bad in reader.chunks(path):
+            for index, source in enumerate(sources):
+                for rows, bad in reader.chunks(source):
                     counts["rows_read"] += len(rows) + len(bad)
                     if len(bad):
                         counts["quarantined"] += len(bad)
                         store.write_quarantine(engine, run_id, bad, reader.columns["complaint_id"])
                         quarantine_file.write(bad)
-                    # A complaint re-exported in a later file is taken from that file only, so
-                    # each complaint is looked at once per run.
+                    # A complaint in several sources is taken from the latest only, so each
+                    # complaint is looked at once per run.
                     rows = rows[rows["complaint_id"].map(latest).to_numpy() == index]
                     if rows.empty:
                         continue
                     rows = _prepare(rows, today)
-                    before = known.reindex(rows["complaint_id"])
+                    before = store.known_hashes(engine, rows["complaint_id"]).reindex(rows["complaint_id"])
                     is_new = before["text_hash"].isna().to_numpy()
                     text_hash = store.short_hash(rows["text_sha256"]).to_numpy()
                     details_hash = store.short_hash(rows["details_sha256"]).to_numpy()
                     text_changed = ~is_new & (before["text_hash"].to_numpy() != text_hash)
-                    model_changed = (
-                        ~is_new
-                        & ~text_changed
-                        & (settings.retag_on_model_change == "all")
-                        & (before["model_version"].astype(object).fillna("").to_numpy() != model_version)
-                    )
                     details_changed = ~is_new & (before["details_hash"].to_numpy() != details_hash)
-                    to_score = is_new | text_changed | model_changed
+                    to_score = is_new | text_changed
                     counts["new"] += int(is_new.sum())
                     counts["changed"] += int(text_changed.sum())
                     counts["unchanged"] += int((~to_score & ~details_changed).sum())
@@ -274,23 +294,41 @@ def run_nightly(
             if len(rest):
                 yield _with_redacted(rest)
 
-        bar = tqdm(unit="complaints", disable=not progress, desc="nightly", mininterval=1.0)
-        # One pool of scoring workers for the whole run (each holds one copy of the model).
-        for batch, tags in scored_in_order(batches_to_score(), model_path, "text_redacted", max(1, settings.n_jobs)):
-            tags = tags.assign(
-                complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
+        def score_into_store(batches):
+            # One pool of scoring workers per pass (each holds one copy of the model).
+            for batch, tags in scored_in_order(batches, model_path, "text_redacted", max(1, settings.n_jobs)):
+                tags = tags.assign(
+                    complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
+                )
+                store.write_batch(engine, batch, tags, run_id, settings.model_name, model_version)
+                counts["scored"] += len(batch)
+                bar.update(len(batch))
+
+        score_into_store(changed_batches())
+        # Then complaints tagged by an earlier champion (or never tagged), from the store's own
+        # redacted text: exports already processed need not be read again.
+        stale = store.stale_ids(
+            engine, settings.model_name, model_version, untagged_only=settings.retag_on_model_change == "new"
+        )
+        if stale:
+            log.info("re-tagging with the new champion", extra={"fields": {"complaints": len(stale)}})
+            score_into_store(
+                store.read_complaints(
+                    engine, stale[i : i + settings.batch_rows], ["complaint_id", "text_redacted", "text_sha256"]
+                )
+                for i in range(0, len(stale), settings.batch_rows)
             )
-            store.write_batch(engine, batch, tags, run_id, settings.model_name, model_version)
-            counts["scored"] += len(batch)
-            bar.update(len(batch))
-            log.debug("batch committed", extra={"fields": {"scored": counts["scored"]}})
         bar.close()
         quarantine_file.close()
+        refreshed = store.refresh_learning_status(engine, today, due_soon_before(today))
+        log.info("learning-stage statuses refreshed", extra={"fields": {"complaints": refreshed}})
+        update_learning(settings, engine, run_id)
         summary.counts = counts
         summary.quarantine_file = quarantine_path if counts["quarantined"] else None
         summary.seconds = time.monotonic() - started
         status = "quarantined rows" if counts["quarantined"] else "success"
-        store.finish_run(engine, run_id, status, counts, summary.seconds)
+        read_files = {p.name: fingerprints[p.name] for p in sources if isinstance(p, Path)}
+        store.finish_run(engine, run_id, status, counts, summary.seconds, processed=read_files)
         export_current(engine, settings.output_dir / "taggings.csv")
         log.info(
             "nightly run finished", extra={"fields": {"run_id": run_id, **counts, "seconds": round(summary.seconds, 1)}}
@@ -306,17 +344,77 @@ def run_nightly(
         store.release_lock(engine, run_id)
 
 
+def due_soon_before(today: dt.date) -> dt.date:
+    """The first date more than 5 working days after ``today``: deadlines before it are due soon."""
+    return pd.Timestamp(add_working_days([today], DUE_SOON_WORKING_DAYS + 1)[0]).date()
+
+
+def reviews_source(settings: Settings) -> Path | None:
+    """The configured reviews; with no configuration at all, the bundled made-up sample."""
+    if settings.reviews_source:
+        return settings.reviews_source
+    sample = sample_complaints_path(settings.data_dir).parent / "reviews"
+    return sample if settings.drop_folder is None and sample.is_dir() else None
+
+
+def reviews_fingerprint(source: Path, seed_themes: Path | None) -> str:
+    """sha256 over the reviews' files (names and contents) and the seed themes."""
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    if seed_themes:
+        files.append(seed_themes)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\x1f{sha256_of(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def update_learning(settings: Settings, engine, run_id: str) -> bool:
+    """Regroup the learning points when the reviews changed since the last update; the saved
+    grouping keeps group ids stable. Returns whether it ran."""
+    from pipelines.learning import group_reviews, log_grouping, write_learning_files
+
+    source = reviews_source(settings)
+    if source is None:
+        return False
+    fingerprint = reviews_fingerprint(source, settings.reviews_seed_themes)
+    if store.learning_fingerprint_seen(engine, fingerprint):
+        log.info("reviews unchanged; learning groups kept")
+        return False
+    cols = settings.reviews_columns
+    grouping_dir = settings.state / "learning" / "grouping"
+    points, groups, problems = group_reviews(
+        source,
+        grouping_dir,
+        settings.reviews_seed_themes,
+        cols.get("id", "id"),
+        cols.get("text", "text"),
+        cols.get("date", "date"),
+        cols.get("team", "team"),
+        cols.get("name"),
+        settings.random_state,
+    )
+    out = settings.output_dir
+    summary = write_learning_files(points, groups, problems, out / "learning_points.csv", out / "learning_groups.csv")
+    store.write_learning(engine, run_id, fingerprint, points, groups)
+    log_grouping(grouping_dir, summary, settings)
+    log.info(
+        "learning groups updated",
+        extra={"fields": {"points": summary.points, "groups": summary.groups, "recurring": summary.recurring_groups}},
+    )
+    return True
+
+
 def _with_redacted(rows: pd.DataFrame) -> pd.DataFrame:
     """Redact only what is written: the store keeps redacted text, never the original."""
     rows = rows.reset_index(drop=True)
     return rows.assign(text_redacted=redact(rows["text"].tolist()))
 
 
-def _latest_export_of_each_complaint(reader: ExportReader, exports: list[Path]) -> pd.Series:
-    """complaint id -> index of the newest export holding it (ids only, so memory stays small)."""
+def _latest_source_of_each_complaint(reader: ExportReader, sources: list) -> pd.Series:
+    """complaint id -> index of the latest source holding it (ids only, so memory stays small)."""
     parts = []
-    for index, path in enumerate(exports):
-        for rows, _ in reader.chunks(path):
+    for index, source in enumerate(sources):
+        for rows, _ in reader.chunks(source):
             parts.append(pd.DataFrame({"complaint_id": rows["complaint_id"], "export": index}))
     if not parts:
         return pd.Series(dtype=int)

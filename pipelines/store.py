@@ -31,6 +31,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
+    case,
     create_engine,
     delete,
     insert,
@@ -39,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: export_files, learning tables
 metadata = MetaData()
 
 schema_version = Table(
@@ -124,6 +126,54 @@ quarantine = Table(
     Column("complaint_id", String(200)),
     Column("created_at", DateTime),
 )
+export_files = Table(
+    "export_files",
+    metadata,
+    # An export whose content was wholly processed by a finished run is not read again.
+    Column("sha256", String(64), primary_key=True),
+    Column("file_name", String(500)),
+    Column("run_id", String(40)),
+    Column("processed_at", DateTime),
+)
+learning_updates = Table(
+    "learning_updates",
+    metadata,
+    # The reviews' fingerprint at each learning update, so unchanged reviews are not regrouped.
+    Column("fingerprint", String(64), primary_key=True),
+    Column("run_id", String(40)),
+    Column("updated_at", DateTime),
+    Column("points", Integer),
+    Column("groups", Integer),
+)
+learning_points = Table(
+    "learning_points",
+    metadata,
+    Column("report_id", String(200), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("section", String(300)),
+    Column("point_text", Text),  # redacted
+    Column("group_id", Integer, index=True),
+    Column("group_label", String(300)),
+    Column("date", String(20)),
+    Column("team", String(300)),
+    Column("marker", String(20)),
+    Column("run_id", String(40)),
+)
+learning_groups = Table(
+    "learning_groups",
+    metadata,
+    Column("group_id", Integer, primary_key=True),
+    Column("group_label", String(300)),
+    Column("n_points", Integer),
+    Column("n_reviews", Integer),
+    Column("teams", Text),
+    Column("first_seen", String(20)),
+    Column("last_seen", String(20)),
+    Column("recurring", Boolean),
+    Column("representative_points", Text),  # redacted
+    Column("first_run", String(40)),  # the run that first saw the group: new groups per bulletin
+    Column("run_id", String(40)),
+)
 locks = Table(
     "locks",
     metadata,
@@ -168,7 +218,10 @@ def ensure_schema(engine: Engine) -> int:
             raise StoreError(
                 f"store schema version {found.version} is newer than this package's ({SCHEMA_VERSION}); upgrade the package"
             )
-        return found.version
+        if found.version < SCHEMA_VERSION:
+            # Versions so far only add tables, which create_all has just made.
+            conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=now()))
+        return SCHEMA_VERSION
 
 
 def acquire_lock(engine: Engine, run_id: str, name: str = "nightly") -> str | None:
@@ -228,13 +281,41 @@ def start_run(engine: Engine, run_id: str, model_uri: str, model_version: str, f
         )
 
 
-def finish_run(engine: Engine, run_id: str, status: str, counts: dict, seconds: float, message: str = "") -> None:
+def finish_run(
+    engine: Engine,
+    run_id: str,
+    status: str,
+    counts: dict,
+    seconds: float,
+    message: str = "",
+    processed: dict[str, str] | None = None,
+) -> None:
+    """Close the run in the ledger and, in the same transaction, mark the exports it wholly
+    processed (file name -> sha256) so later runs skip them."""
     with engine.begin() as conn:
         conn.execute(
             update(runs)
             .where(runs.c.run_id == run_id)
             .values(status=status, finished_at=now(), seconds=seconds, message=message, **counts)
         )
+        if processed:
+            done = {r[0] for r in conn.execute(select(export_files.c.sha256))}
+            stamp = now()
+            fresh = {sha: name for name, sha in processed.items() if sha not in done}
+            if fresh:
+                conn.execute(
+                    insert(export_files),
+                    [
+                        {"sha256": sha, "file_name": name, "run_id": run_id, "processed_at": stamp}
+                        for sha, name in fresh.items()
+                    ],
+                )
+
+
+def processed_exports(engine: Engine) -> set[str]:
+    """sha256 of every export a finished run has wholly processed."""
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(select(export_files.c.sha256))}
 
 
 def short_hash(hex_digests: pd.Series) -> pd.Series:
@@ -245,40 +326,96 @@ def short_hash(hex_digests: pd.Series) -> pd.Series:
     )
 
 
-def known_hashes(engine: Engine) -> pd.DataFrame:
-    """complaint_id -> short text hash, short details hash and the model version of its current tagging."""
-    query = select(
-        complaints.c.complaint_id, complaints.c.text_sha256, complaints.c.details_sha256, taggings.c.model_version
-    ).select_from(
-        complaints.outerjoin(taggings, (taggings.c.complaint_id == complaints.c.complaint_id) & taggings.c.is_current)
+def known_hashes(engine: Engine, ids: pd.Series) -> pd.DataFrame:
+    """For the given complaint ids: short text hash, short details hash and the model name and
+    version of the current tagging (ids not in the store are absent). Looked up by id in
+    chunks, so memory follows the batch, not the store."""
+    unique = pd.unique(ids.astype(str))
+    columns = ["complaint_id", "text_sha256", "details_sha256", "model_name", "model_version"]
+    rows = []
+    with engine.connect() as conn:
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500].tolist()
+            query = (
+                select(
+                    complaints.c.complaint_id,
+                    complaints.c.text_sha256,
+                    complaints.c.details_sha256,
+                    taggings.c.model_name,
+                    taggings.c.model_version,
+                )
+                .select_from(
+                    complaints.outerjoin(
+                        taggings, (taggings.c.complaint_id == complaints.c.complaint_id) & taggings.c.is_current
+                    )
+                )
+                .where(complaints.c.complaint_id.in_(chunk))
+            )
+            rows.extend(conn.execute(query).fetchall())
+    frame = pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(
+        {
+            "text_hash": short_hash(frame["text_sha256"]).to_numpy(),
+            "details_hash": short_hash(frame["details_sha256"]).to_numpy(),
+            "model_name": frame["model_name"].to_numpy(dtype=object),
+            "model_version": frame["model_version"].to_numpy(dtype=object),
+        },
+        index=pd.Index(frame["complaint_id"].astype(str), name="complaint_id"),
     )
+
+
+def stale_ids(engine: Engine, model_name: str, model_version: str, untagged_only: bool = False) -> list[str]:
+    """Complaints whose current tag came from another model (or that have none)."""
+    current = complaints.outerjoin(
+        taggings, (taggings.c.complaint_id == complaints.c.complaint_id) & taggings.c.is_current
+    )
+    untagged = taggings.c.tagging_id.is_(None)
+    where = (
+        untagged
+        if untagged_only
+        else untagged | (taggings.c.model_name != model_name) | (taggings.c.model_version != model_version)
+    )
+    with engine.connect() as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                select(complaints.c.complaint_id).select_from(current).where(where).order_by(complaints.c.complaint_id)
+            )
+        ]
+
+
+def read_complaints(engine: Engine, ids: list[str], columns: list[str]) -> pd.DataFrame:
+    """The stored fields of the given complaints, in the order of ``ids``."""
     parts = []
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True).execute(query)
-        while rows := result.fetchmany(100_000):
-            frame = pd.DataFrame(rows, columns=["complaint_id", "text_sha256", "details_sha256", "model_version"])
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "text_hash": short_hash(frame["text_sha256"]).to_numpy(),
-                        "details_hash": short_hash(frame["details_sha256"]).to_numpy(),
-                        "model_version": pd.Categorical(frame["model_version"]),
-                    },
-                    index=pd.Index(frame["complaint_id"], name="complaint_id"),
-                )
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            result = conn.execute(
+                select(*[complaints.c[c] for c in columns]).where(complaints.c.complaint_id.in_(chunk))
             )
-    if not parts:
-        return pd.DataFrame(
-            {
-                "text_hash": pd.Series(dtype="uint64"),
-                "details_hash": pd.Series(dtype="uint64"),
-                "model_version": pd.Series(dtype="category"),
-            },
-            index=pd.Index([], name="complaint_id"),
+            parts.append(pd.DataFrame(result.fetchall(), columns=columns))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    return frame.set_index("complaint_id", drop=False).loc[ids].reset_index(drop=True)
+
+
+def refresh_learning_status(engine: Engine, today: dt.date, due_soon_before: dt.date) -> int:
+    """Move open learning stages to 'due soon' or 'overdue' as days pass, without re-reading
+    exports: a complaint untouched for weeks still gets the right status tonight.
+
+    ``due_soon_before`` is the first date more than 5 working days after ``today``.
+    """
+    status = case(
+        (complaints.c.learning_deadline < today, "overdue"),
+        (complaints.c.learning_deadline < due_soon_before, "due soon"),
+        else_="open",
+    )
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(complaints)
+            .where(complaints.c.learning_deadline.is_not(None), complaints.c.learning_completed_date.is_(None))
+            .values(learning_status=status)
         )
-    known = pd.concat(parts)
-    known["model_version"] = known["model_version"].astype("category")
-    return known
+        return result.rowcount
 
 
 COMPLAINT_FIELDS = [c.name for c in complaints.columns]
@@ -312,8 +449,6 @@ def write_batch(
             conn.execute(insert(complaints), _records(fresh, [c for c in COMPLAINT_FIELDS if c in fresh.columns]))
         if len(known):
             fields = [c for c in COMPLAINT_FIELDS if c in known.columns and c not in ("complaint_id", "first_seen_run")]
-            from sqlalchemy import bindparam
-
             statement = (
                 update(complaints)
                 .where(complaints.c.complaint_id == bindparam("key"))
@@ -412,3 +547,46 @@ def iter_current_taggings(engine: Engine, chunk_rows: int = 50_000):
         columns = list(result.keys())
         while rows := result.fetchmany(chunk_rows):
             yield pd.DataFrame(rows, columns=columns)
+
+
+def learning_fingerprint_seen(engine: Engine, fingerprint: str) -> bool:
+    with engine.connect() as conn:
+        return (
+            conn.execute(select(learning_updates).where(learning_updates.c.fingerprint == fingerprint)).first()
+            is not None
+        )
+
+
+def write_learning(engine: Engine, run_id: str, fingerprint: str, points: pd.DataFrame, groups: pd.DataFrame) -> None:
+    """Replace the stored learning points and groups with a new (redacted) grouping, in one
+    transaction; a group keeps the run that first saw it, so bulletins can tell new groups."""
+    point_fields = [c.name for c in learning_points.columns if c.name != "run_id"]
+    group_fields = [c.name for c in learning_groups.columns if c.name not in ("run_id", "first_run")]
+    with engine.begin() as conn:
+        first = dict(conn.execute(select(learning_groups.c.group_id, learning_groups.c.first_run)).fetchall())
+        conn.execute(delete(learning_points))
+        conn.execute(delete(learning_groups))
+        if len(points):
+            records = _records(points.assign(position=points["position"].astype(int)), point_fields)
+            conn.execute(insert(learning_points), [{**r, "run_id": run_id} for r in records])
+        if len(groups):
+            records = _records(groups.assign(recurring=groups["recurring"].astype(bool)), group_fields)
+            conn.execute(
+                insert(learning_groups),
+                [{**r, "run_id": run_id, "first_run": first.get(int(r["group_id"]), run_id)} for r in records],
+            )
+        conn.execute(
+            insert(learning_updates).values(
+                fingerprint=fingerprint, run_id=run_id, updated_at=now(), points=len(points), groups=len(groups)
+            )
+        )
+
+
+def read_learning(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(learning points, learning groups) as last written."""
+    with engine.connect() as conn:
+        points = conn.execute(select(learning_points))
+        points = pd.DataFrame(points.fetchall(), columns=list(points.keys()))
+        groups = conn.execute(select(learning_groups).order_by(learning_groups.c.group_id))
+        groups = pd.DataFrame(groups.fetchall(), columns=list(groups.keys()))
+    return points, groups
