@@ -3,7 +3,6 @@ deadlines, the lock, and crash safety under SIGKILL."""
 
 import datetime as dt
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -13,10 +12,10 @@ import pandas as pd
 import pytest
 
 from pipelines import store
-from pipelines.config import PROJECT_ROOT
+from pipelines.config import PROJECT_ROOT, Settings
 from pipelines.datasets import sample_complaints_path
 from pipelines.deadlines import acknowledgement_deadline, add_working_days, learning_stage
-from pipelines.nightly import store_snapshot
+from pipelines.nightly import run_nightly, store_snapshot
 from tests.conftest import run_cli
 
 THEMES = {"quality_of_service", "communication", "process_not_followed", "general_service", "staff_behaviour"}
@@ -35,9 +34,15 @@ def test_default_run_trains_a_model_then_tags_the_sample_into_the_store(tmp_path
     human = tagged.set_index("complaint_id")["human_theme"].fillna("")
     assert (human.loc[sample["complaint_id"]].to_numpy() == sample["theme"].to_numpy()).all()
     assert (tmp_path / "outputs" / "taggings.csv").exists()
-    again = run_cli("--quiet", "nightly", state_dir=tmp_path)
+    # The bundled made-up reviews are grouped into learning, in the store and as files.
+    points, groups = store.read_learning(engine)
+    assert set(points["report_id"]) == {"SIR-2024-01", "SIR-2024-02", "SIR-2025-01", "SIR-2025-02"}
+    assert groups["recurring"].any() and (tmp_path / "outputs" / "learning_groups.csv").exists()
+    assert not points["point_text"].str.contains("Testperson|07700 900123").any()  # redacted
+    again = run_cli("nightly", state_dir=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "training default model" not in again.stderr
+    assert "reviews unchanged" in again.stderr and "exports already processed" in again.stderr
     ledger = store.read_runs(engine)
     assert ledger["status"].tolist()[:2] == ["success", "success"]
     assert ledger["scored"].tolist()[:2] == [0, len(sample)]  # the second run scored nothing
@@ -217,43 +222,172 @@ def test_a_second_run_is_refused_while_one_holds_the_lock_and_a_stale_lock_is_re
     assert ledger.loc["live-run", "status"] == "abandoned"
 
 
-def test_killed_runs_leave_the_store_consistent_and_the_next_run_completes_exactly_once(nightly_env, tmp_path):
-    sample = pd.read_csv(sample_complaints_path(), dtype=str, keep_default_na=False)
+def _kill_plan(totals: dict) -> list[tuple[str, int]]:
+    """12 kill points spread over a whole run: before statements (setup, mid-batch between a
+    batch's statements, the ledger and learning updates at the end) and inside commits."""
+    executes = [max(1, round(totals["execute"] * f)) for f in (0.01, 0.05, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95, 0.99)]
+    commits = [max(1, round(totals["commit"] * f)) for f in (0.25, 0.5, 0.9)]
+    return [("execute", k) for k in executes] + [("commit", k) for k in commits]
+
+
+def settings_from(env: dict) -> Settings:
+    """The settings a CLI run with this environment would use."""
+    names = {k[4:].lower(): v for k, v in env.items() if k.startswith("LFF_")}
+    return Settings(**{k: v for k, v in names.items() if k in Settings.model_fields})
+
+
+def _killpoint(kind: str, n: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.killpoint", kind, str(n), "--", "--quiet", "nightly"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_runs_killed_at_12_points_leave_the_store_consistent_and_the_next_run_completes_exactly_once(
+    nightly_env, tmp_path
+):
+    sample = pd.read_csv(sample_complaints_path(), dtype=str, keep_default_na=False).head(96)
     sample.to_csv(nightly_env["drop"] / "export.csv", index=False)
-    env = {**os.environ, **nightly_env["env"], "LFF_STATE_DIR": str(nightly_env["state_dir"]), "LFF_BATCH_ROWS": "8"}
-    # Reference: an uninterrupted run on its own store.
-    reference = {**env, "LFF_STORE_URL": f"sqlite:///{tmp_path / 'reference.db'}"}  # compared by content
-    subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "cli.py"), "--quiet", "nightly"],
-        env=reference,
-        check=True,
-        capture_output=True,
-    )
-    rng = random.Random(7)
-    kill_points = sorted(rng.uniform(2.0, 9.0) for _ in range(12))
-    for delay in kill_points:
-        proc = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "cli.py"), "--quiet", "nightly"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    final = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "cli.py"), "--quiet", "nightly"], env=env, capture_output=True, text=True
-    )
-    assert final.returncode == 0, final.stderr
-    got = store_snapshot(store.connect(env["LFF_STORE_URL"]))
+    base = {**os.environ, **nightly_env["env"], "LFF_STATE_DIR": str(nightly_env["state_dir"]), "LFF_BATCH_ROWS": "8"}
+    postgres = base["LFF_STORE_URL"].startswith("postgresql")
+
+    def store_for(name: str) -> str:
+        if postgres:
+            return _fresh_postgres_database(
+                base["LFF_STORE_URL"].rsplit("/", 1)[0] + "/postgres", f"{tmp_path.name}_{name}"
+            )
+        return f"sqlite:///{tmp_path / name}.db"
+
+    # Reference: an uninterrupted run on its own store, counting its statements and commits.
+    reference = {**base, "LFF_STORE_URL": store_for("reference")}
+    counted = _killpoint("execute", 0, reference)
+    _, err = counted.communicate()
+    assert counted.returncode == 0, err
+    totals = dict(part.split("=") for part in err.rsplit("killpoint totals: ", 1)[1].split())
+    plan = _kill_plan({k: int(v) for k, v in totals.items()})
     want = store_snapshot(store.connect(reference["LFF_STORE_URL"]))
-    assert len(got) == len(sample) and got["complaint_id"].is_unique
-    pd.testing.assert_frame_equal(got.drop(columns=["learning_status"]), want.drop(columns=["learning_status"]))
-    with store.connect(env["LFF_STORE_URL"]).connect() as conn:
-        current = pd.read_sql(
-            "select complaint_id, count(*) as n from taggings where is_current group by complaint_id", conn
+    assert len(want) == len(sample)
+    # Each kill point on a fresh store, two at a time (the machine has two cores).
+    for pair in [plan[i : i + 2] for i in range(0, len(plan), 2)]:
+        runs = []
+        for kind, n in pair:
+            env = {**base, "LFF_STORE_URL": store_for(f"{kind}{n}")}
+            runs.append((kind, n, env, _killpoint(kind, n, env)))
+        for kind, n, _env, proc in runs:
+            proc.communicate()
+            assert proc.returncode == -signal.SIGKILL, f"the run was not killed at {kind} {n}"
+        for kind, n, env, _ in runs:
+            # The next run, in this process (the killed ones paid the start-up already).
+            summary = run_nightly(settings_from(env), progress=False)
+            assert summary.exit_code == 0, (kind, n)
+            engine = store.connect(env["LFF_STORE_URL"])
+            got = store_snapshot(engine)
+            assert got["complaint_id"].is_unique, (kind, n)
+            pd.testing.assert_frame_equal(got, want, obj=f"store after a kill at {kind} {n}")
+            with engine.connect() as conn:
+                current = pd.read_sql(
+                    "select complaint_id, count(*) as n from taggings where is_current group by complaint_id", conn
+                )
+                total = pd.read_sql("select count(*) as n from taggings", conn)["n"][0]
+            assert (current["n"] == 1).all() and total == len(sample), (kind, n)  # each tagged exactly once
+            ledger = store.read_runs(engine)
+            assert ledger["status"].iloc[0] == "success"
+            # The killed run is on record unless it died before starting; none is left "running".
+            assert set(ledger["status"].iloc[1:]) <= {"abandoned", "success"}, (kind, n)
+            engine.dispose()
+
+
+def test_a_complaints_table_in_a_database_is_a_source_and_edits_there_are_rescored(nightly_env, tmp_path):
+    from sqlalchemy import create_engine, text
+
+    source = f"sqlite:///{tmp_path / 'case_system.db'}"
+    sample = pd.read_csv(sample_complaints_path(), dtype=str, keep_default_na=False).head(40)
+    system = create_engine(source)
+    sample.assign(received_date=pd.to_datetime(sample["received_date"]).dt.date).to_sql("cases", system, index=False)
+    env = {**nightly_env["env"], "LFF_SOURCE_URL": source, "LFF_SOURCE_TABLE": "cases"}
+    ctx = {**nightly_env, "env": env}
+    assert _nightly(ctx).returncode == 0
+    tagged = store.current_taggings(_engine(ctx)).set_index("complaint_id")
+    assert set(tagged.index) == set(sample["complaint_id"])
+    assert tagged.loc[sample["complaint_id"].iloc[0], "source_file"].endswith("case_system.db#cases")
+    with system.begin() as conn:
+        conn.execute(
+            text("update cases set text = text || ' Nobody has called me back.' where complaint_id = :id"),
+            {"id": sample["complaint_id"].iloc[3]},
         )
-        total = pd.read_sql("select count(*) as n from taggings", conn)["n"][0]
-    assert (current["n"] == 1).all() and total == len(sample)  # each complaint tagged exactly once
-    statuses = store.read_runs(store.connect(env["LFF_STORE_URL"]), 50)["status"]
-    assert statuses.iloc[0] == "success"
+    assert _nightly(ctx).returncode == 0
+    run = store.read_runs(_engine(ctx)).iloc[0]
+    assert (run["rows_read"], run["changed"], run["scored"]) == (40, 1, 1)
+    missing = {**nightly_env, "env": {**env, "LFF_SOURCE_TABLE": "no_such_table"}}
+    result = _nightly(missing)
+    assert result.returncode == 2 and "no_such_table: table not found" in result.stderr
+
+
+def test_processed_exports_are_not_read_again_and_bad_rows_are_quarantined_once(nightly_env):
+    sample = pd.read_csv(sample_complaints_path(), dtype=str, keep_default_na=False).head(30)
+    sample.loc[2, "received_date"] = "not a date"
+    sample.to_csv(nightly_env["drop"] / "monday.csv", index=False)
+    assert _nightly(nightly_env).returncode == 3
+    assert _nightly(nightly_env).returncode == 0  # nothing new: the quarantined row is not reported twice
+    ledger = store.read_runs(_engine(nightly_env))
+    assert ledger["rows_read"].tolist()[:2] == [0, 30] and ledger["quarantined"].tolist()[:2] == [0, 1]
+    # A corrected re-export is read, and only the corrected complaint is new.
+    time.sleep(0.05)
+    sample.loc[2, "received_date"] = "2025-03-04"
+    sample.to_csv(nightly_env["drop"] / "tuesday.csv", index=False)
+    assert _nightly(nightly_env).returncode == 0
+    run = store.read_runs(_engine(nightly_env)).iloc[0]
+    assert (run["rows_read"], run["new"], run["scored"], run["unchanged"]) == (30, 1, 1, 29)
+
+
+def test_learning_statuses_move_on_with_the_calendar_without_re_reading_exports(tmp_path):
+    engine = store.connect(f"sqlite:///{tmp_path / 'store.db'}")
+    closed = pd.Series(pd.date_range("2023-11-01", "2026-12-31", freq="3D").date)
+    rows = pd.DataFrame({"complaint_id": [f"C{i}" for i in range(len(closed))], "closed_date": closed})
+    first_day = dt.date(2024, 1, 2)
+    stage = learning_stage(rows["closed_date"], [None] * len(rows), first_day)
+    rows = rows.assign(
+        text_sha256="0" * 64, details_sha256="0" * 64, received_date=closed, learning_completed_date=None, **stage
+    )
+    store.write_batch(engine, rows, None, "r1", "m", "1")
+    for today in [dt.date(2024, 3, 28), dt.date(2024, 12, 24), dt.date(2025, 5, 2), dt.date(2026, 12, 24)]:
+        from pipelines.nightly import due_soon_before
+
+        store.refresh_learning_status(engine, today, due_soon_before(today))
+        got = store.current_taggings(engine).set_index("complaint_id").loc[rows["complaint_id"], "learning_status"]
+        want = learning_stage(rows["closed_date"], [None] * len(rows), today)["learning_status"]
+        assert (got.to_numpy() == want.to_numpy()).all(), today
+        assert {"overdue", "due soon", "open"} <= set(got) or today.year == 2026
+
+
+def test_a_new_champion_re_tags_from_the_store_unless_configured_for_new_only(nightly_env, tmp_path):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from pipelines.config import configure_mlflow
+
+    # A copy of the shared MLflow store, so the shared champion is left alone.
+    state = tmp_path / "state"
+    shutil.copytree(nightly_env["state_dir"], state)
+    ctx = {**nightly_env, "state_dir": state}
+    sample = pd.read_csv(sample_complaints_path(), dtype=str, keep_default_na=False).head(25)
+    sample.to_csv(nightly_env["drop"] / "export.csv", index=False)
+    assert _nightly(ctx).returncode == 0
+    configure_mlflow(Settings(state_dir=state))
+    client = MlflowClient()
+    old = client.get_model_version_by_alias("complaint-themes", "champion")
+    new = client.create_model_version("complaint-themes", old.source, run_id=old.run_id)
+    client.set_registered_model_alias("complaint-themes", "champion", new.version)
+    only_new = {**ctx, "env": {**ctx["env"], "LFF_RETAG_ON_MODEL_CHANGE": "new"}}
+    assert _nightly(only_new).returncode == 0
+    assert store.read_runs(_engine(ctx)).iloc[0]["scored"] == 0
+    assert _nightly(ctx).returncode == 0
+    run = store.read_runs(_engine(ctx)).iloc[0]
+    assert (run["rows_read"], run["scored"], run["model_version"]) == (0, 25, str(new.version))
+    tagged = store.current_taggings(_engine(ctx))
+    assert (tagged["model_version"] == str(new.version)).all() and len(tagged) == 25
