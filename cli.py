@@ -236,6 +236,40 @@ def nightly(
 
 
 @app.command()
+def report(
+    output: Annotated[Path, typer.Option(help="Folder for theme_report.html/.xlsx and learning_bulletin.html/.md.")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First day of the period (YYYY-MM-DD); default 12 months back.")
+    ] = None,
+    to: Annotated[str | None, typer.Option(help="Last day of the period (YYYY-MM-DD); default today.")] = None,
+    service: Annotated[str | None, typer.Option(help="Only this service or team.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+):
+    """The analysts' theme report (HTML and XLSX) and the team managers' learning bulletin
+    (HTML and Markdown), from the results store.
+
+    Example: python cli.py report --from 2025-04-01 --to 2026-03-31 --output reports/2025-26
+    """
+    import datetime as dt
+
+    from pipelines.config import load_settings
+    from pipelines.reports import run_reports
+
+    def day(value: str | None, name: str):
+        if value is None:
+            return None
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{name} {value!r} is not a date (expected YYYY-MM-DD)") from None
+
+    settings = _guarded(lambda: load_settings(config))
+    paths = _guarded(lambda: run_reports(settings, output, day(from_, "--from"), day(to, "--to"), service))
+    for path in paths:
+        typer.echo(str(path))
+
+
+@app.command()
 def runs(
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
     limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,

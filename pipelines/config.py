@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         default_factory=lambda: {"id": "id", "text": "text", "date": "date", "team": "team"},
         description="Review field -> column in the reviews table or the folder's reviews.csv.",
     )
+    suppress_below: int = Field(
+        5, ge=1, description="Counts under this are shown as '<N' in report breakdowns that could identify a person."
+    )
     reviews_seed_themes: Path | None = Field(None, description="YAML of known learning themes used when grouping.")
     export_columns: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXPORT_COLUMNS),

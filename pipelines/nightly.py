@@ -59,9 +59,12 @@ class NightlySummary:
     counts: dict = field(default_factory=dict)
     quarantine_file: Path | None = None
     seconds: float = 0.0
+    report_error: str | None = None
 
     @property
     def exit_code(self) -> int:
+        if self.report_error:
+            return EXIT_FAILURE
         return EXIT_QUARANTINED if self.counts.get("quarantined") else EXIT_OK
 
 
@@ -330,6 +333,13 @@ def run_nightly(
         read_files = {p.name: fingerprints[p.name] for p in sources if isinstance(p, Path)}
         store.finish_run(engine, run_id, status, counts, summary.seconds, processed=read_files)
         export_current(engine, settings.output_dir / "taggings.csv")
+        try:
+            from pipelines.reports import run_reports
+
+            run_reports(settings, settings.output_dir / "reports", today=today)
+        except Exception as err:  # noqa: BLE001 - the tagging is committed; say the reports failed
+            summary.report_error = f"{type(err).__name__}: {err}"
+            log.error("reports failed", extra={"fields": {"error": summary.report_error[:300]}})
         log.info(
             "nightly run finished", extra={"fields": {"run_id": run_id, **counts, "seconds": round(summary.seconds, 1)}}
         )

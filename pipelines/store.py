@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-SCHEMA_VERSION = 2  # 2: export_files, learning tables
+SCHEMA_VERSION = 3  # 2: export_files, learning tables; 3: bulletins
 metadata = MetaData()
 
 schema_version = Table(
@@ -173,6 +173,14 @@ learning_groups = Table(
     Column("representative_points", Text),  # redacted
     Column("first_run", String(40)),  # the run that first saw the group: new groups per bulletin
     Column("run_id", String(40)),
+)
+bulletins = Table(
+    "bulletins",
+    metadata,
+    # What each learning bulletin showed, so the next one can say what is new and growing.
+    Column("bulletin_id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("groups", Text),  # JSON: group id -> points and reviews at the time
 )
 locks = Table(
     "locks",
@@ -590,3 +598,28 @@ def read_learning(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
         groups = conn.execute(select(learning_groups).order_by(learning_groups.c.group_id))
         groups = pd.DataFrame(groups.fetchall(), columns=list(groups.keys()))
     return points, groups
+
+
+def record_bulletin(engine: Engine, groups_json: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(bulletins).values(created_at=now(), groups=groups_json))
+
+
+def last_bulletin(engine: Engine) -> dict | None:
+    """The latest bulletin's date and group counts, or None before the first."""
+    with engine.connect() as conn:
+        row = conn.execute(select(bulletins).order_by(bulletins.c.bulletin_id.desc()).limit(1)).first()
+    return None if row is None else {"created_at": row.created_at, "groups": json.loads(row.groups or "{}")}
+
+
+def complaints_between(engine: Engine, start: dt.date, end: dt.date, service: str | None = None) -> pd.DataFrame:
+    """Complaints received from ``start`` to ``end`` (inclusive), with their current tagging."""
+    query = _current_query().where(complaints.c.received_date >= start, complaints.c.received_date <= end)
+    if service:
+        query = query.where(complaints.c.service == service)
+    with engine.connect() as conn:
+        result = conn.execute(query)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    for column in ("received_date", "closed_date", "learning_deadline", "learning_completed_date"):
+        frame[column] = pd.to_datetime(frame[column]).dt.date
+    return frame
