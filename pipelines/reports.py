@@ -76,7 +76,7 @@ def emerging_themes(
     on, and small enough to be suppressed in the report).
     """
     columns = ["theme", "month", "count", "baseline_mean", "ratio", "p_value", "p_adjusted", "emerging"]
-    if len(monthly) < 2:
+    if len(monthly) < 2 or not len(monthly.columns):
         return pd.DataFrame(columns=columns)
     current = monthly.iloc[-1]
     baseline = monthly.iloc[-(baseline_months + 1) : -1]
@@ -480,7 +480,7 @@ def build_bulletin(engine, settings: Settings, today: dt.date | None = None) -> 
         .unstack(fill_value=0)
         .reindex(_months(start, today), fill_value=0)
     )
-    themes = emerging_themes(history) if len(history.columns) else pd.DataFrame(columns=["theme", "count", "emerging"])
+    themes = emerging_themes(history, min_count=settings.suppress_below)
     return Bulletin(
         title="Learning bulletin",
         generated=f"{today:%d %B %Y}",

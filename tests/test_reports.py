@@ -253,3 +253,13 @@ def test_the_theme_report_works_offline_in_a_real_browser(hostile_reports):
     assert unheaded == 0 and overflow <= 0, overflow
     assert page_path.as_uri() in requests
     assert (ARTIFACTS / "theme_report.png").stat().st_size > 10_000
+
+
+def test_reports_on_an_empty_store_say_there_is_nothing_rather_than_fail(tmp_path, settings):
+    from pipelines.reports import run_reports
+
+    empty = settings.model_copy(update={"store_url": f"sqlite:///{tmp_path / 'empty.db'}"})
+    paths = run_reports(empty, tmp_path / "out", today=dt.date(2026, 11, 26))
+    html = (tmp_path / "out" / "theme_report.html").read_text()
+    assert len(paths) == 4 and "0 pieces of feedback received" in html and "No complaints in the period." in html
+    assert "No recurring, new or growing learning groups." in (tmp_path / "out" / "learning_bulletin.md").read_text()
