@@ -299,7 +299,9 @@ def run_nightly(
 
         def score_into_store(batches):
             # One pool of scoring workers per pass (each holds one copy of the model).
-            for batch, tags in scored_in_order(batches, model_path, "text_redacted", max(1, settings.n_jobs)):
+            for batch, tags in scored_in_order(
+                batches, model_path, "text_redacted", max(1, settings.n_jobs), type_column="feedback_type_given"
+            ):
                 tags = tags.assign(
                     complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
                 )
@@ -317,7 +319,9 @@ def run_nightly(
             log.info("re-tagging with the new champion", extra={"fields": {"complaints": len(stale)}})
             score_into_store(
                 store.read_complaints(
-                    engine, stale[i : i + settings.batch_rows], ["complaint_id", "text_redacted", "text_sha256"]
+                    engine,
+                    stale[i : i + settings.batch_rows],
+                    ["complaint_id", "text_redacted", "text_sha256", "feedback_type_given"],
                 )
                 for i in range(0, len(stale), settings.batch_rows)
             )

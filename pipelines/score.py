@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipelines.config import Settings, get_settings
 from pipelines.tables import ROW, InputError, RowChecks, TableWriter, iter_chunks
-from pipelines.themes import OUTPUT_COLUMNS
+from pipelines.themes import OUTPUT_COLUMNS, tag
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,17 @@ def load_model(model_path: str):
     return _LOADED[model_path]
 
 
-def score_texts(model_path: str, texts: list[str]) -> pd.DataFrame:
-    """The model's output columns for ``texts``; runs in a worker process."""
-    return load_model(model_path).predict(pd.DataFrame({"text": texts}))
+def score_texts(model_path: str, texts: list[str], given_types: list[str] | None = None) -> pd.DataFrame:
+    """The model's output columns for ``texts``; runs in a worker process.
+
+    ``given_types``: the feedback type an export states for each text ("" where it says
+    nothing); the theme is then chosen among that type's themes (a complaint never gets a
+    compliment theme)."""
+    model = load_model(model_path)
+    if given_types is None:
+        return model.predict(pd.DataFrame({"text": texts}))
+    inner = model.unwrap_python_model()
+    return tag(inner.pipeline, texts, inner.info.get("feedback_types"), given_types)
 
 
 def score_frame(frame: pd.DataFrame, model_path: str, text_column: str) -> pd.DataFrame:
@@ -158,16 +166,24 @@ def score_file(
     return summary
 
 
-def scored_in_order(chunks: Iterator[pd.DataFrame], model_path: str, text_column: str, n_jobs: int):
-    """(chunk, model output) pairs in input order, scored by ``n_jobs`` processes in all.
+def scored_in_order(
+    chunks: Iterator[pd.DataFrame], model_path: str, text_column: str, n_jobs: int, type_column: str | None = None
+):
+    """(chunk, model output) pairs in input order, scored by ``n_jobs`` processes in all;
+    ``type_column`` holds a given feedback type per row, if any (see :func:`score_texts`).
 
     This process scores too, between reading and writing, and ``n_jobs - 1`` workers take
     the rest: one process fewer than a pool of ``n_jobs`` workers, which saves a full copy
     of the model and its libraries in memory. At most a few chunks are in flight.
     """
+
+    def args(chunk):
+        given = chunk[type_column].fillna("").astype(str).tolist() if type_column in chunk.columns else None
+        return model_path, chunk[text_column].tolist(), given
+
     if n_jobs == 1:
         for chunk in chunks:
-            yield chunk, score_texts(model_path, chunk[text_column].tolist())
+            yield chunk, score_texts(*args(chunk))
         return
     workers = n_jobs - 1
     context = multiprocessing.get_context("spawn")  # no fork: MLflow and tqdm hold threads
@@ -176,9 +192,9 @@ def scored_in_order(chunks: Iterator[pd.DataFrame], model_path: str, text_column
         for chunk in chunks:
             queued = sum(isinstance(out, Future) and not out.done() for _, out in pending)
             if queued < 2 * workers:
-                pending.append((chunk, pool.submit(score_texts, model_path, chunk[text_column].tolist())))
+                pending.append((chunk, pool.submit(score_texts, *args(chunk))))
             else:
-                pending.append((chunk, score_texts(model_path, chunk[text_column].tolist())))
+                pending.append((chunk, score_texts(*args(chunk))))
             while pending and (len(pending) > 4 * n_jobs or _ready(pending[0][1])):
                 chunk_done, out = pending.popleft()
                 yield chunk_done, out.result() if isinstance(out, Future) else out

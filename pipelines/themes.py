@@ -429,15 +429,35 @@ def _objects(values) -> pd.Series:
     return pd.Series(values, dtype=object)
 
 
-def tag(pipeline: Pipeline, texts, feedback_types: dict[str, str] | None = None) -> pd.DataFrame:
+def restrict_to_given_types(
+    proba: np.ndarray, classes: list[str], feedback_types: dict[str, str], given, multi_label: bool
+) -> np.ndarray:
+    """Probabilities with the themes of another feedback type set to zero where a row's type is
+    given (and renormalised for single-label, so confidence is conditional on that type). A row
+    with no given type, or a type this model has no themes for, is left alone."""
+    given = np.array([str(g or "").strip().lower() for g in given], dtype=object)
+    class_types = np.array([str(feedback_types.get(c, "")).lower() for c in classes], dtype=object)
+    allowed = (given[:, None] == "") | (class_types[None, :] == given[:, None])
+    allowed[~allowed.any(axis=1)] = True
+    out = np.where(allowed, proba, 0.0)
+    if not multi_label:
+        total = out.sum(axis=1, keepdims=True)
+        out = np.divide(out, total, out=proba.copy(), where=total > 0)
+    return out
+
+
+def tag(pipeline: Pipeline, texts, feedback_types: dict[str, str] | None = None, given_types=None) -> pd.DataFrame:
     """Score texts: theme, calibrated confidence, themes, needs_review, evidence, feedback type,
-    and per-theme probabilities (JSON), one row per text in input order."""
+    and per-theme probabilities (JSON), one row per text in input order. ``given_types``
+    (optional, one per text) restricts each theme to the feedback type an export states."""
     texts = [as_text(t) for t in texts]
     features = pipeline[:-1].transform(texts)
     clf: ThemeClassifier = pipeline.named_steps["classifier"]
     proba = clf.predict_proba(features)
-    top, themes, confidence, needs_review = clf.tag_arrays(proba)
     classes = [str(c) for c in clf.classes_]
+    if given_types is not None and feedback_types:
+        proba = restrict_to_given_types(proba, classes, feedback_types, given_types, clf.multi_label)
+    top, themes, confidence, needs_review = clf.tag_arrays(proba)
     theme = np.asarray(classes, dtype=object)[top]
     types = feedback_types or {}
     return pd.DataFrame(

@@ -30,6 +30,9 @@ def test_default_run_trains_a_model_then_tags_the_sample_into_the_store(tmp_path
     sample = pd.read_csv(sample_complaints_path(), dtype=str, keep_default_na=False)
     assert sorted(tagged["complaint_id"]) == sorted(sample["complaint_id"])
     assert set(tagged["theme"]) <= THEMES
+    # Where the export says complaint or compliment, the model's theme is one of that type's.
+    given = tagged["feedback_type_given"].fillna("")
+    assert (tagged.loc[given != "", "feedback_type"] == given[given != ""]).all() and (given != "").sum() > 100
     # The human-assigned theme is kept apart from the model's.
     human = tagged.set_index("complaint_id")["human_theme"].fillna("")
     assert (human.loc[sample["complaint_id"]].to_numpy() == sample["theme"].to_numpy()).all()

@@ -112,3 +112,23 @@ def test_train_on_any_taxonomy_with_cross_validation(tmp_path, fft, state_dir):
     result = run_cli("train", "--input", str(path), "--text-column", "feedback", "--label-column", "label", "--cv", "3",
                      state_dir=state_dir, check=True)  # fmt: skip
     assert "Couldn't be improved" in result.stdout and "Transition/coordination" in result.stdout
+
+
+def test_a_given_feedback_type_restricts_the_theme_to_that_types_themes(council_model, fft):
+    from pipelines.score import score_texts
+
+    path = str(council_model["model_dir"])
+    texts = fft["feedback"].head(400).tolist()
+    free = score_texts(path, texts)
+    complaints = score_texts(path, texts, ["complaint"] * len(texts))
+    compliments = score_texts(path, texts, ["Compliment"] * len(texts))  # case does not matter
+    unstated = score_texts(path, texts, [""] * len(texts))
+    assert set(complaints["theme"]) <= {"quality_of_service", "communication", "process_not_followed"}
+    assert set(compliments["theme"]) <= {"general_service", "staff_behaviour"}
+    assert (complaints["feedback_type"] == "complaint").all()
+    pd.testing.assert_frame_equal(unstated, free)
+    # Where the model already chose a complaint theme, stating "complaint" keeps it, and the
+    # confidence (now conditional on the type) does not fall.
+    same = free["feedback_type"] == "complaint"
+    assert same.sum() > 50 and (complaints.loc[same, "theme"] == free.loc[same, "theme"]).all()
+    assert (complaints.loc[same, "theme_confidence"] >= free.loc[same, "theme_confidence"] - 1e-12).all()
