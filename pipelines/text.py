@@ -148,9 +148,25 @@ class IdentifierFinder:
             # Keep the title itself ("Mrs [NAME]"): it is not identifying and helps readers.
             first = start + 1 + (doc[start + 1].text == ".")
             if first < end:
-                spans.append(Span(doc, first, end, label="NAME"))
+                spans.append(Span(doc, first, self._hyphenated_end(doc, end), label="NAME"))
         doc.spans["identifiers"] = filter_spans(spans)
         return doc
+
+    @staticmethod
+    def _hyphenated_end(doc: Doc, end: int) -> int:
+        """Extend a name over hyphenated parts and the capitalised words after them
+        ("Smithers-Jones", "Anne-Marie Smith-Jones"): spaCy splits words at hyphens."""
+        words = 0
+        while end < len(doc) and words < 4:
+            token = doc[end]
+            joined = token.text in {"-", "\u2010", "\u2011"} and not doc[end - 1].whitespace_ and not token.whitespace_
+            if joined and end + 1 < len(doc) and doc[end + 1].is_alpha:
+                end, words = end + 2, words + 1
+            elif words and token.is_title and token.is_alpha and doc[end - 1].whitespace_:
+                end, words = end + 1, words + 1
+            else:
+                break
+        return end
 
     @staticmethod
     def _char_spans(doc: Doc, label: str, offsets: Iterable[tuple[int, int]]) -> list[Span]:

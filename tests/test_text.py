@@ -21,6 +21,8 @@ from pipelines.text import find_identifiers, lemmatise, nhs_number_is_valid, nor
         ("spoke to Mr. J. Bloggs", "NAME", "J. Bloggs"),
         ("Nurse Julie was kind", "NAME", "Julie"),
         ("mrs okafor visited", "NAME", "okafor"),
+        ("Mrs Smithers-Jones was not told", "NAME", "Smithers-Jones"),
+        ("Dr Anne-Marie Smith-Jones saw her", "NAME", "Anne-Marie Smith-Jones"),
     ],
 )
 def test_each_identifier_kind_is_found_and_redacted(text, kind, identifier):
