@@ -375,6 +375,7 @@ def build_theme_report(
         & (closed["learning_deadline"] >= today)
         & (closed["learning_deadline"] <= soon_limit)
     ]
+    compliance["due in next 5 working days"] = due_next.groupby("service").size().reindex(compliance.index, fill_value=0)
     status_totals = closed["learning_status"].value_counts()
     sections.append(
         Section(
