@@ -418,9 +418,14 @@ def refresh_learning_status(engine: Engine, today: dt.date, due_soon_before: dt.
         else_="open",
     )
     with engine.begin() as conn:
+        # Only rows whose status moves are written: a read of the table, not a rewrite of it.
         result = conn.execute(
             update(complaints)
-            .where(complaints.c.learning_deadline.is_not(None), complaints.c.learning_completed_date.is_(None))
+            .where(
+                complaints.c.learning_deadline.is_not(None),
+                complaints.c.learning_completed_date.is_(None),
+                complaints.c.learning_status.is_distinct_from(status),
+            )
             .values(learning_status=status)
         )
         return result.rowcount

@@ -394,3 +394,34 @@ def test_a_new_champion_re_tags_from_the_store_unless_configured_for_new_only(ni
     assert (run["rows_read"], run["scored"], run["model_version"]) == (0, 25, str(new.version))
     tagged = store.current_taggings(_engine(ctx))
     assert (tagged["model_version"] == str(new.version)).all() and len(tagged) == 25
+
+
+def test_two_real_runs_at_once_one_proceeds_and_the_other_refuses(nightly_env):
+    sample = pd.read_csv(sample_complaints_path(), dtype=str, keep_default_na=False)
+    many = pd.concat([sample.assign(complaint_id=sample["complaint_id"] + f"-{k}") for k in range(6)])
+    many.to_csv(nightly_env["drop"] / "export.csv", index=False)
+    env = {
+        **os.environ,
+        **nightly_env["env"],
+        "LFF_STATE_DIR": str(nightly_env["state_dir"]),
+        "LFF_BATCH_ROWS": "4",  # many small transactions: the first run holds the lock for a while
+    }
+    first = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "cli.py"), "--quiet", "nightly"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    engine = _engine(nightly_env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(store.locks.select()).first() is not None:
+                break
+        time.sleep(0.05)
+    second = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "cli.py"), "--quiet", "nightly"], env=env, capture_output=True, text=True
+    )
+    assert first.poll() is None, "the first run ended before the second tried; make it slower"
+    _, first_err = first.communicate(timeout=600)
+    assert second.returncode == 4 and "not started: another run" in second.stderr
+    assert first.returncode == 0, first_err[-2000:]
+    ledger = store.read_runs(engine)
+    assert len(ledger) == 1 and ledger["scored"].iloc[0] == len(many)

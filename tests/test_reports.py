@@ -69,7 +69,15 @@ HOSTILE = [
     "-2+3 The reablement visits were late every day and nobody explained why.",
     "The assessment was never done <b onmouseover=alert(1)>really</b> and the review was missed.",
 ]
-IDENTIFIERS = ["Smithers", "Jones", "943 476 5919", "9434765919", "victim.person@example.com", "07700 900987", "Zebedee"]
+IDENTIFIERS = [
+    "Smithers",
+    "Jones",
+    "943 476 5919",
+    "9434765919",
+    "victim.person@example.com",
+    "07700 900987",
+    "Zebedee",
+]
 
 
 @pytest.fixture(scope="module")
