@@ -54,11 +54,17 @@ def _guarded(func):
 
 @app.command()
 def train(
-    input: Annotated[Path, typer.Option(help="Labelled export: CSV, Parquet or XLSX.")],
-    text_column: Annotated[str, typer.Option(help="Column holding the feedback text.")],
+    input: Annotated[Path | None, typer.Option(help="Labelled export: CSV, Parquet or XLSX.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column holding the feedback text.")] = None,
     label_column: Annotated[
-        str, typer.Option(help="Column holding the theme (or the other framework's code with --crosswalk).")
-    ],
+        str | None, typer.Option(help="Column holding the theme (or the other framework's code with --crosswalk).")
+    ] = None,
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            help="Train on the results store's labelled complaints: export themes, overridden by analysts' corrections."
+        ),
+    ] = False,
     multi_label: Annotated[bool, typer.Option(help="Labels are ';'-separated and a text may have several.")] = False,
     taxonomy: Annotated[
         Path | None, typer.Option(help="Taxonomy YAML; labels must be its themes or sub-themes.")
@@ -78,9 +84,22 @@ def train(
 
     Example: python cli.py train --input ../shared/data/nhs_fft_phase1.csv --text-column feedback
     --label-column code --crosswalk data/crosswalks/nhs_fft_phase1.yaml --register complaint-themes
+
+    Example (the council's own labels and corrections): python cli.py train --from-store --register complaint-themes
     """
     from pipelines.train import train as run_train
 
+    if from_store:
+        from pipelines.config import get_settings as settings_now
+        from pipelines.store import connect
+        from pipelines.train import assemble_training_set
+
+        settings = settings_now()
+        input, fingerprint = _guarded(lambda: assemble_training_set(connect(settings.store), settings))
+        text_column, label_column, taxonomy = "text", "theme", taxonomy or settings.taxonomy_path
+        typer.echo(f"training set from the store: {input} (sha256 {fingerprint[:12]})", err=True)
+    elif not (input and text_column and label_column):
+        _fail("give --input, --text-column and --label-column, or --from-store", EXIT_BAD_INPUT)
     result = _guarded(
         lambda: run_train(
             input,
@@ -267,6 +286,162 @@ def report(
     paths = _guarded(lambda: run_reports(settings, output, day(from_, "--from"), day(to, "--to"), service))
     for path in paths:
         typer.echo(str(path))
+
+
+review_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Analysts' corrections: export the review queue, import it back."
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("export")
+def review_export(
+    output: Annotated[Path, typer.Option(help="The review file to write (.xlsx).")],
+    audit: Annotated[int, typer.Option(help="Confident tags drawn at random for audit, after the unsure ones.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed of the audit sample.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+):
+    """Write the review queue: the model's unsure tags, least confident first, then an audit
+    sample of confident ones, with redacted text, evidence and an empty analyst_theme column.
+
+    Example: python cli.py review export --output review-2026-11-26.xlsx
+    """
+    from pipelines.config import load_settings
+    from pipelines.review import export_review
+    from pipelines.store import connect
+
+    settings = _guarded(lambda: load_settings(config))
+    rows = _guarded(lambda: export_review(connect(settings.store), settings, output, audit, seed))
+    typer.echo(f"{rows} tags to review -> {output}", err=True)
+
+
+@review_app.command("import")
+def review_import(
+    file: Annotated[Path, typer.Argument(help="A review file filled in by an analyst (.xlsx).")],
+    reviewer: Annotated[str | None, typer.Option(help="Who reviewed (default: the login name).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+):
+    """Store the analysts' themes from a review file. Rows with a theme that is not in the
+    taxonomy, a formula or an unknown complaint are quarantined with their row and reason
+    (exit code 3); the rest are stored with who, when and the file.
+
+    Example: python cli.py review import review-2026-11-26.xlsx --reviewer "A. Analyst"
+    """
+    from pipelines.config import load_settings
+    from pipelines.review import import_review
+    from pipelines.store import connect
+
+    settings = _guarded(lambda: load_settings(config))
+    if not file.is_file():
+        _fail(f"{file}: file not found", EXIT_BAD_INPUT)
+    summary = _guarded(lambda: import_review(connect(settings.store), settings, file, reviewer))
+    typer.echo(
+        f"{summary.stored} corrections stored, {summary.unchanged} unchanged, {summary.quarantined} rows quarantined",
+        err=True,
+    )
+    if summary.quarantine_file:
+        typer.echo(f"quarantined rows and reasons: {summary.quarantine_file}", err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command("evaluation-set")
+def evaluation_set(
+    input: Annotated[Path, typer.Option(help="Labelled export: CSV, Parquet or XLSX.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the feedback text.")],
+    label_column: Annotated[str, typer.Option(help="Column holding the theme (or code, with --crosswalk).")],
+    output: Annotated[Path, typer.Option(help="The evaluation set to write (CSV: text, theme).")],
+    share: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of the texts held out.")] = 0.2,
+    taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy YAML.")] = None,
+    crosswalk: Annotated[Path | None, typer.Option(help="Crosswalk YAML from another framework's codes.")] = None,
+):
+    """Fix the evaluation set the promotion gate uses: a stable share of the labelled texts,
+    chosen by text hash. Point the setting evaluation_file at it; training then never uses its texts.
+
+    Example: python cli.py evaluation-set --input ../shared/data/nhs_fft_phase1.csv --text-column feedback
+    --label-column code --crosswalk data/crosswalks/nhs_fft_phase1.yaml --output data/evaluation/fft-v1.csv
+    """
+    from pipelines.registry import make_evaluation_set
+    from pipelines.train import load_labelled
+
+    data = _guarded(lambda: load_labelled(input, text_column, label_column, False, taxonomy, crosswalk))
+    path, version = make_evaluation_set(data.texts, data.labels, share, output)
+    typer.echo(f"evaluation set {path} (version {version})")
+
+
+@app.command()
+def promote(
+    candidate: Annotated[str, typer.Option(help="The registered model to judge: models:/NAME/VERSION.")],
+    evaluation: Annotated[
+        Path | None, typer.Option(help="Evaluation set (default: the evaluation_file setting).")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="How far the candidate's macro-F1 may fall below the champion's.")
+    ] = 0.01,
+    margin: Annotated[float, typer.Option(help="How far any theme's F1 may fall.")] = 0.05,
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+):
+    """Promotion gate: the candidate becomes champion only if, on the fixed evaluation set, its
+    macro-F1 is not worse than the champion's beyond the tolerance and no theme's F1 drops by
+    more than the margin; otherwise it becomes challenger. Exit code 0 promoted, 5 refused.
+
+    Example: python cli.py promote --candidate models:/complaint-themes/3
+    """
+    from pipelines.config import load_settings
+    from pipelines.registry import promote as run_promote
+
+    settings = _guarded(lambda: load_settings(config))
+    decision = _guarded(lambda: run_promote(candidate, settings, evaluation, tolerance, margin))
+    champ = f"{decision.champion['macro_f1']:.3f}" if decision.champion else "none"
+    typer.echo(
+        f"{decision.model_name} version {decision.version} -> {decision.alias} "
+        f"(macro-F1 {decision.candidate['macro_f1']:.3f}, champion {champ}): {decision.reason}"
+    )
+    raise typer.Exit(0 if decision.promoted else 5)
+
+
+@app.command()
+def aliases(
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+):
+    """The history of promotion decisions: which version became champion or challenger, when, by whom, and why.
+
+    Example: python cli.py aliases
+    """
+    from pipelines.config import load_settings
+    from pipelines.store import connect, read_alias_history
+
+    settings = _guarded(lambda: load_settings(config))
+    frame = read_alias_history(connect(settings.store))
+    columns = [
+        "decided_at",
+        "model_name",
+        "version",
+        "alias",
+        "previous_champion",
+        "decided_by",
+        "evaluation_set",
+        "reason",
+    ]
+    typer.echo(frame[columns].to_string(index=False) if len(frame) else "no promotion decisions yet")
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option(help="File to write: .csv or .parquet.")],
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+):
+    """Every complaint in the results store with its current tagging (text redacted, CSV
+    formulas neutralised). The nightly run writes only each night's changes.
+
+    Example: python cli.py export --output all-taggings.parquet
+    """
+    from pipelines.config import load_settings
+    from pipelines.nightly import export_current
+    from pipelines.store import connect
+
+    settings = _guarded(lambda: load_settings(config))
+    path = _guarded(lambda: export_current(connect(settings.store), output))
+    typer.echo(str(path))
 
 
 @app.command()

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         default_factory=lambda: {"id": "id", "text": "text", "date": "date", "team": "team"},
         description="Review field -> column in the reviews table or the folder's reviews.csv.",
     )
+    models_dir: Path | None = Field(
+        None, description="Where model cards are written; defaults to models/ in the project."
+    )
+    evaluation_file: Path | None = Field(
+        None,
+        description="The fixed evaluation set (CSV: text, theme) for the promotion gate; training never uses its texts.",
+    )
     suppress_below: int = Field(
         5, ge=1, description="Counts under this are shown as '<N' in report breakdowns that could identify a person."
     )
@@ -118,6 +125,10 @@ class Settings(BaseSettings):
     @property
     def output_dir(self) -> Path:
         return self.output_folder or self.state / "outputs"
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or PROJECT_ROOT / "models"
 
     @property
     def store(self) -> str:

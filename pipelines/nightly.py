@@ -336,7 +336,9 @@ def run_nightly(
         status = "quarantined rows" if counts["quarantined"] else "success"
         read_files = {p.name: fingerprints[p.name] for p in sources if isinstance(p, Path)}
         store.finish_run(engine, run_id, status, counts, summary.seconds, processed=read_files)
-        export_current(engine, settings.output_dir / "taggings.csv")
+        # Tonight's changes only: a full export of a large store costs more than the run itself
+        # (`python cli.py export` writes the whole store on demand).
+        export_current(engine, settings.output_dir / "changes" / f"taggings-{run_id}.csv", run_id)
         try:
             from pipelines.reports import run_reports
 
@@ -436,13 +438,14 @@ def _latest_source_of_each_complaint(reader: ExportReader, sources: list) -> pd.
     return ids.groupby("complaint_id")["export"].max()
 
 
-def export_current(engine, path: Path) -> Path:
-    """The store's current tagging of every complaint as a CSV (text redacted, formulas
-    neutralised), streamed in chunks."""
+def export_current(engine, path: Path, run_id: str | None = None) -> Path:
+    """The store's current tagging of every complaint (or only those ``run_id`` added or
+    updated) as CSV or Parquet (text redacted, CSV formulas neutralised), streamed in chunks."""
     writer = TableWriter(path)
-    for chunk in store.iter_current_taggings(engine):
-        writer.write(chunk.drop(columns=["text_sha256", "details_sha256"], errors="ignore"))
-    writer.close()
+    columns = [c for c in store.current_columns() if c not in ("text_sha256", "details_sha256")]
+    for chunk in store.iter_current_taggings(engine, run_id=run_id):
+        writer.write(chunk[columns])
+    writer.close(empty_columns=columns)
     return path
 
 

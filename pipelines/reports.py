@@ -53,10 +53,12 @@ def suppress(table: pd.DataFrame, below: int) -> pd.DataFrame:
 
 
 def reporting_theme(frame: pd.DataFrame) -> pd.Series:
-    """The theme reported for each complaint: the human-assigned one when there is one (people
-    decide), else the model's."""
+    """The theme reported for each complaint: people decide, so an analyst's correction first,
+    then the theme recorded in the export, and the model's only when neither exists."""
+    model = frame["theme"].fillna("untagged")
     human = frame["human_theme"].fillna("").astype(str).str.strip()
-    return human.where(human != "", frame["theme"].fillna("untagged"))
+    analyst = frame["analyst_theme"].fillna("").astype(str).str.strip() if "analyst_theme" in frame else human
+    return analyst.where(analyst != "", human.where(human != "", model))
 
 
 def emerging_themes(
@@ -375,7 +377,9 @@ def build_theme_report(
         & (closed["learning_deadline"] >= today)
         & (closed["learning_deadline"] <= soon_limit)
     ]
-    compliance["due in next 5 working days"] = due_next.groupby("service").size().reindex(compliance.index, fill_value=0)
+    compliance["due in next 5 working days"] = (
+        due_next.groupby("service").size().reindex(compliance.index, fill_value=0)
+    )
     status_totals = closed["learning_status"].value_counts()
     sections.append(
         Section(

@@ -35,13 +35,14 @@ from sqlalchemy import (
     case,
     create_engine,
     delete,
+    func,
     insert,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
-SCHEMA_VERSION = 3  # 2: export_files, learning tables; 3: bulletins
+SCHEMA_VERSION = 4  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases
 metadata = MetaData()
 
 schema_version = Table(
@@ -173,6 +174,34 @@ learning_groups = Table(
     Column("representative_points", Text),  # redacted
     Column("first_run", String(40)),  # the run that first saw the group: new groups per bulletin
     Column("run_id", String(40)),
+)
+corrections = Table(
+    "corrections",
+    metadata,
+    # Analysts' themes, kept apart from the model's taggings and from the export's own theme;
+    # the latest correction of a complaint wins in reports and training.
+    Column("correction_id", Integer, primary_key=True, autoincrement=True),
+    Column("complaint_id", String(200), nullable=False, index=True),
+    Column("theme", String(200), nullable=False),
+    Column("reviewer", String(200)),
+    Column("corrected_at", DateTime, nullable=False),
+    Column("source_file", String(500)),
+    Column("source_row", Integer),
+)
+alias_history = Table(
+    "alias_history",
+    metadata,
+    # Every promotion decision: what ran in production, when, why, and on what evidence.
+    Column("decision_id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(200), nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("alias", String(50), nullable=False),
+    Column("previous_champion", String(50)),
+    Column("decided_at", DateTime, nullable=False),
+    Column("decided_by", String(200)),
+    Column("evaluation_set", String(200)),
+    Column("metrics", Text),  # JSON: candidate and champion macro-F1 and per-theme F1
+    Column("reason", Text),
 )
 bulletins = Table(
     "bulletins",
@@ -524,9 +553,21 @@ def read_runs(engine: Engine, limit: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[c.name for c in runs.columns])
 
 
+def _latest_correction():
+    return (
+        select(corrections.c.theme)
+        .where(corrections.c.complaint_id == complaints.c.complaint_id)
+        .order_by(corrections.c.correction_id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("analyst_theme")
+    )
+
+
 def _current_query():
     return select(
         complaints,
+        _latest_correction(),
         *[
             taggings.c[c]
             for c in [
@@ -546,6 +587,10 @@ def _current_query():
     )
 
 
+def current_columns() -> list[str]:
+    return [c.name for c in _current_query().selected_columns]
+
+
 def current_taggings(engine: Engine) -> pd.DataFrame:
     """Each complaint with its current tagging (for reports and exports)."""
     with engine.connect() as conn:
@@ -553,10 +598,14 @@ def current_taggings(engine: Engine) -> pd.DataFrame:
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def iter_current_taggings(engine: Engine, chunk_rows: int = 50_000):
-    """The same as :func:`current_taggings`, in chunks, so memory does not grow with the store."""
+def iter_current_taggings(engine: Engine, chunk_rows: int = 50_000, run_id: str | None = None):
+    """The same as :func:`current_taggings`, in chunks, so memory does not grow with the store;
+    with ``run_id``, only the complaints that run added or updated."""
+    query = _current_query()
+    if run_id is not None:
+        query = query.where(complaints.c.updated_run == run_id)
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True).execute(_current_query())
+        result = conn.execution_options(stream_results=True).execute(query)
         columns = list(result.keys())
         while rows := result.fetchmany(chunk_rows):
             yield pd.DataFrame(rows, columns=columns)
@@ -628,3 +677,71 @@ def complaints_between(engine: Engine, start: dt.date, end: dt.date, service: st
     for column in ("received_date", "closed_date", "learning_deadline", "learning_completed_date"):
         frame[column] = pd.to_datetime(frame[column]).dt.date
     return frame
+
+
+def existing_complaints(engine: Engine, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            found |= {
+                r[0]
+                for r in conn.execute(select(complaints.c.complaint_id).where(complaints.c.complaint_id.in_(chunk)))
+            }
+    return found
+
+
+def latest_corrections(engine: Engine) -> pd.DataFrame:
+    """complaint_id, theme, reviewer, corrected_at of each complaint's latest correction."""
+    latest = (
+        select(corrections.c.complaint_id, func.max(corrections.c.correction_id).label("last"))
+        .group_by(corrections.c.complaint_id)
+        .subquery()
+    )
+    query = select(
+        corrections.c.complaint_id, corrections.c.theme, corrections.c.reviewer, corrections.c.corrected_at
+    ).join(latest, corrections.c.correction_id == latest.c.last)
+    with engine.connect() as conn:
+        result = conn.execute(query)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def write_corrections(engine: Engine, rows: pd.DataFrame, reviewer: str, source_file: str) -> int:
+    """Store analysts' themes (complaint_id, theme, source_row) in one transaction; a theme equal
+    to the complaint's latest correction is not stored again, so re-importing a file is a no-op."""
+    current = latest_corrections(engine).set_index("complaint_id")["theme"]
+    fresh = rows[rows["theme"].to_numpy() != current.reindex(rows["complaint_id"]).to_numpy()]
+    fresh = fresh.drop_duplicates("complaint_id", keep="last")
+    if fresh.empty:
+        return 0
+    stamp = now()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(corrections),
+            [
+                {
+                    "complaint_id": r["complaint_id"],
+                    "theme": r["theme"],
+                    "reviewer": reviewer,
+                    "corrected_at": stamp,
+                    "source_file": source_file,
+                    "source_row": int(r["source_row"]),
+                }
+                for r in fresh.to_dict("records")
+            ],
+        )
+    return len(fresh)
+
+
+def record_alias_decision(engine: Engine, **values) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(alias_history).values(decided_at=now(), **values))
+
+
+def read_alias_history(engine: Engine, model_name: str | None = None) -> pd.DataFrame:
+    query = select(alias_history).order_by(alias_history.c.decision_id)
+    if model_name:
+        query = query.where(alias_history.c.model_name == model_name)
+    with engine.connect() as conn:
+        result = conn.execute(query)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -305,9 +305,15 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         if out[col].dtype != object and not pd.api.types.is_string_dtype(out[col]):
             continue
         values = out[col].astype(object)
-        text = values.where(values.map(lambda v: isinstance(v, str)), "")
-        risky = text.str.startswith(FORMULA_START) & pd.to_numeric(text, errors="coerce").isna()
-        out.loc[risky, col] = "'" + text[risky]
+        try:  # vectorised; cells that are not strings give NaN, i.e. not risky
+            starts = values.str.startswith(FORMULA_START).fillna(False).astype(bool)
+        except AttributeError:  # no strings in the column at all
+            continue
+        if not starts.any():
+            continue
+        candidates = values[starts]
+        risky = candidates.index[pd.to_numeric(candidates, errors="coerce").isna()]  # "-5" is a number
+        out.loc[risky, col] = "'" + candidates[risky].astype(str)
     return out
 
 

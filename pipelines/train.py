@@ -322,6 +322,9 @@ def train(
         taxonomy_path,
         crosswalk_path,
     )
+    evaluation_set = None
+    if settings.evaluation_file and Path(settings.evaluation_file).is_file():
+        data, evaluation_set = _without_evaluation_set(data, Path(settings.evaluation_file))
     pipeline = make_pipeline(
         multi_label=data.multi_label,
         target_precision=settings.target_precision,
@@ -391,6 +394,7 @@ def train(
                 "mlflow.source.git.commit": git_commit(),
                 "input_sha256": data.source_sha256,
                 "kind": "theme-classifier",
+                "evaluation_set": evaluation_set or "",
             }
         )
         mlflow.log_params(
@@ -445,8 +449,25 @@ def train(
             save_model_dir(pipeline, info, Path(model_dir))
     version = None
     if register:
+        from pipelines.registry import write_model_card
+
         version = str(model_info.registered_model_version)
         _ensure_champion(register, version)
+        card = write_model_card(
+            register,
+            version,
+            info,
+            run.info.run_id,
+            {
+                "input_file": Path(input_path).name,
+                "text_column": text_column,
+                "label_column": label_column,
+                "crosswalk": Path(crosswalk_path).name if crosswalk_path else "",
+                "evaluation_set": evaluation_set or "",
+            },
+            settings,
+        )
+        log.info("model card written", extra={"fields": {"file": str(card)}})
     log.info(
         "trained",
         extra={
@@ -464,6 +485,21 @@ def train(
         version,
         Path(model_dir) if model_dir else None,
     )
+
+
+def _without_evaluation_set(data: LabelledData, path: Path) -> tuple[LabelledData, str]:
+    """Drop every text that is in the fixed evaluation set, so no model is trained on it."""
+    from dataclasses import replace
+
+    from pipelines.registry import evaluation_version, load_evaluation_set, text_keys
+
+    held = set(text_keys(load_evaluation_set(path)["text"]))
+    inside = np.isin(text_keys(data.texts), list(held))
+    dropped = {**data.dropped, "in the evaluation set": int(inside.sum())}
+    if inside.all():
+        raise InputError(f"every row is in the evaluation set {path}; nothing left to train on")
+    kept = replace(data, texts=data.texts[~inside], labels=data.labels[~inside], dropped=dropped)
+    return kept, f"{path.name}@{evaluation_version(path)}"
 
 
 def _metric_key(name: str) -> str:
@@ -510,3 +546,50 @@ def _ensure_champion(name: str, version: str) -> None:
         client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         client.set_registered_model_alias(name, "champion", version)
+
+
+def assemble_training_set(engine, settings: Settings | None = None) -> tuple[Path, str]:
+    """The council's own labelled complaints from the results store as a training file, and its
+    fingerprint: the theme recorded in the exports, overridden by the latest analyst correction
+    (the latest human label wins). Text is the store's redacted text.
+
+    Returns (path of the CSV with columns complaint_id, text, theme; sha256 fingerprint).
+    """
+    import hashlib
+
+    from pipelines import store
+
+    settings = settings or get_settings()
+    frame = store.current_taggings(engine)
+    export_theme = frame["human_theme"].fillna("").astype(str).str.strip()
+    analyst = frame["analyst_theme"].fillna("").astype(str).str.strip()
+    label = analyst.where(analyst != "", export_theme)
+    keep = (label != "") & frame["text_redacted"].fillna("").str.strip().ne("")
+    rows = pd.DataFrame(
+        {
+            "complaint_id": frame.loc[keep, "complaint_id"],
+            "text": frame.loc[keep, "text_redacted"],
+            "theme": label[keep],
+            "label_source": np.where(analyst[keep] != "", "analyst correction", "export"),
+        }
+    ).sort_values("complaint_id")
+    if rows.empty:
+        raise InputError("the results store holds no labelled complaints (no export themes, no corrections)")
+    digest = hashlib.sha256()
+    for cid, text, theme in zip(rows["complaint_id"], rows["text"], rows["theme"]):
+        digest.update(f"{cid}\x1f{theme}\x1f{text}\n".encode())
+    fingerprint = digest.hexdigest()
+    path = settings.state / "training" / f"training-{fingerprint[:12]}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(path, index=False)
+    log.info(
+        "training set assembled",
+        extra={
+            "fields": {
+                "rows": len(rows),
+                "corrections": int((rows["label_source"] != "export").sum()),
+                "sha256": fingerprint,
+            }
+        },
+    )
+    return path, fingerprint

@@ -15,6 +15,8 @@ from pipelines.config import PROJECT_ROOT, Settings
 from pipelines.datasets import fetch_fft_phase1
 
 CROSSWALK = PROJECT_ROOT / "data" / "crosswalks" / "nhs_fft_phase1.yaml"
+# Model cards written by the tests' training runs go to a temporary folder, not models/.
+os.environ.setdefault("LFF_MODELS_DIR", __import__("tempfile").mkdtemp(prefix="lff-models-"))
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,8 @@ def test_default_run_trains_a_model_then_tags_the_sample_into_the_store(tmp_path
     # The human-assigned theme is kept apart from the model's.
     human = tagged.set_index("complaint_id")["human_theme"].fillna("")
     assert (human.loc[sample["complaint_id"]].to_numpy() == sample["theme"].to_numpy()).all()
-    assert (tmp_path / "outputs" / "taggings.csv").exists()
+    changes = list((tmp_path / "outputs" / "changes").glob("taggings-*.csv"))
+    assert len(changes) == 1 and len(pd.read_csv(changes[0])) == len(sample)
     # The bundled made-up reviews are grouped into learning, in the store and as files.
     points, groups = store.read_learning(engine)
     assert set(points["report_id"]) == {"SIR-2024-01", "SIR-2024-02", "SIR-2025-01", "SIR-2025-02"}
@@ -50,6 +51,11 @@ def test_default_run_trains_a_model_then_tags_the_sample_into_the_store(tmp_path
     assert ledger["status"].tolist()[:2] == ["success", "success"]
     assert ledger["scored"].tolist()[:2] == [0, len(sample)]  # the second run scored nothing
     assert "success" in run_cli("runs", state_dir=tmp_path).stdout
+    # The second night changed nothing: its changes file has the header only.
+    second = max((tmp_path / "outputs" / "changes").glob("taggings-*.csv"), key=lambda p: p.stat().st_mtime_ns)
+    assert second != changes[0] and pd.read_csv(second).empty
+    full = run_cli("export", "--output", str(tmp_path / "all.parquet"), state_dir=tmp_path)
+    assert full.returncode == 0 and len(pd.read_parquet(tmp_path / "all.parquet")) == len(sample)
 
 
 def test_without_public_data_a_demo_model_is_trained_on_the_sample(tmp_path):
