@@ -142,7 +142,7 @@ def promote(
     except MlflowException:
         raise InputError(f"model version {candidate_uri} not found in {settings.tracking_uri}") from None
     try:
-        current = client.get_model_version_by_alias(name, "champion").version
+        current = str(client.get_model_version_by_alias(name, "champion").version)
     except MlflowException:
         current = None
     if current == version:

@@ -134,7 +134,7 @@ def import_review(engine, settings: Settings, path: Path, reviewer: str | None =
     """Store the analysts' themes from a review file; bad rows go to quarantine with reasons."""
     taxonomy = Taxonomy.from_file(settings.taxonomy_path)
     names = {n.lower(): n for n in taxonomy.theme_names}
-    roll_up = {k.lower(): v for k, v in taxonomy.roll_up.items()}
+    roll_up = {k.lower(): v for k, v in taxonomy.roll_up().items()}
     frame = _cells(path)
     theme = frame["analyst_theme"]
     filled = theme != ""

@@ -34,7 +34,7 @@ def test_a_worse_candidate_is_refused_and_a_better_one_promoted(tmp_path, fft, p
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     held = pd.read_csv(evaluation, dtype=str)
-    assert 0.12 < len(held) / len(fft) < 0.25 and set(held["theme"]) >= {"communication", "quality_of_service"}
+    assert 0.08 < len(held) / len(fft) < 0.25 and set(held["theme"]) >= {"communication", "quality_of_service"}
     # Training sets of three sizes, from the texts outside the evaluation set.
     outside = fft[~pd.Series(text_keys(fft["feedback"])).isin(set(text_keys(held["text"]))).to_numpy()]
     assert len(outside) < len(fft)
@@ -61,8 +61,8 @@ def test_a_worse_candidate_is_refused_and_a_better_one_promoted(tmp_path, fft, p
     assert f"version {better} -> champion" in promoted.stdout
     configure_mlflow(Settings(state_dir=state))
     client = MlflowClient()
-    assert client.get_model_version_by_alias("gate-test", "champion").version == better
-    assert client.get_model_version_by_alias("gate-test", "challenger").version == worse
+    assert str(client.get_model_version_by_alias("gate-test", "champion").version) == better
+    assert str(client.get_model_version_by_alias("gate-test", "challenger").version) == worse
     assert client.get_model_version("gate-test", worse).tags["promotion.decision"] == "challenger"
     history = store.read_alias_history(store.connect(env["LFF_STORE_URL"]), "gate-test")
     assert history[["version", "alias", "previous_champion"]].values.tolist() == [
