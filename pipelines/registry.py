@@ -145,9 +145,9 @@ def promote(
         current = str(client.get_model_version_by_alias(name, "champion").version)
     except MlflowException:
         current = None
-    if current == version:
-        raise InputError(f"{candidate_uri} is already the champion")
     cand = evaluate_model(candidate_uri, evaluation, settings)
+    if current == version:  # the first registered model is made champion when it is trained
+        return Decision(name, version, "champion", "already the champion", cand, None, current)
     champ = evaluate_model(f"models:/{name}/{current}", evaluation, settings) if current else None
     passed, reason = gate(cand, champ, tolerance, margin)
     alias = "champion" if passed else "challenger"

@@ -46,7 +46,7 @@ def test_retrain_notebook_trains_registers_and_promotes_on_real_data(tmp_path, p
         },
     )
     text = out.read_text()
-    assert "models:/complaint-themes/1 -> champion: no champion yet" in text
+    assert "models:/complaint-themes/1 -> champion: already the champion" in text  # the first model
     assert (tmp_path / "evaluation" / "complaint-themes-v1.csv").is_file()
 
 
