@@ -134,17 +134,36 @@ def score(
         str | None, typer.Option(help="Column holding a unique id (duplicates are quarantined).")
     ] = None,
     quarantine: Annotated[Path | None, typer.Option(help="Where bad rows go (default: OUTPUT.quarantine.csv).")] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (this machine) or spark (needs the spark extra and Java 17).")
+    ] = "local",
+    spark_master: Annotated[
+        str, typer.Option(help="With --engine spark: any Spark master URL (local[N], spark://, yarn, k8s://).")
+    ] = "local[*]",
 ):
     """Tag complaints with theme, theme_confidence, themes, needs_review and evidence.
 
     Example: python cli.py score --model models:/complaint-themes@champion --input data/sample/complaints.csv
     --text-column text --id-column complaint_id --output tagged.csv
-    """
-    from pipelines.score import score_file
 
-    summary = _guarded(
-        lambda: score_file(model, input, output, text_column, id_column, quarantine, progress=not _STATE["quiet"])
-    )
+    Example (Spark; OUTPUT is a folder of Parquet files): python cli.py score --engine spark --spark-master local[2]
+    --model models:/complaint-themes@champion --input comments.parquet --text-column text --id-column id --output tagged/
+    """
+    from pipelines.score import score_file, score_file_spark
+
+    if engine not in ("local", "spark"):
+        _fail(f"--engine {engine!r}: use local or spark", EXIT_BAD_INPUT)
+    if engine == "spark":
+        try:
+            summary = _guarded(
+                lambda: score_file_spark(model, input, output, text_column, id_column, quarantine, spark_master)
+            )
+        except ImportError as err:
+            _fail(str(err), EXIT_BAD_INPUT)
+    else:
+        summary = _guarded(
+            lambda: score_file(model, input, output, text_column, id_column, quarantine, progress=not _STATE["quiet"])
+        )
     typer.echo(f"{summary.rows_in} rows read, {summary.rows_scored} tagged -> {summary.output}", err=True)
     if summary.rows_quarantined:
         typer.echo(f"{summary.rows_quarantined} rows quarantined -> {summary.quarantine}", err=True)

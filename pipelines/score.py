@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -218,3 +220,142 @@ def _chain(first, rest):
     if first is not None:
         yield first
     yield from rest
+
+
+# -- Spark ---------------------------------------------------------------------------------
+# The same MLflow model, run by Spark through mlflow.pyfunc.spark_udf: no second implementation.
+SPARK_RESULT_TYPE = (
+    "theme string, theme_confidence double, themes string, needs_review boolean, evidence string, "
+    "feedback_type string, theme_probabilities string"
+)
+
+
+def _pyspark():
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise ImportError("Spark scoring needs the spark extra and Java 17: pip install -e '.[spark]'") from None
+    from pyspark.sql import SparkSession, Window
+    from pyspark.sql import functions as F
+
+    return SparkSession, Window, F
+
+
+def spark_session(master: str = "local[*]"):
+    """Join the active SparkSession (a Databricks or Synapse notebook has one), or start one on
+    ``master`` (any URL Spark takes: local[N], spark://, yarn, k8s://); a local driver binds to
+    127.0.0.1 and runs no web UI."""
+    SparkSession, _, _ = _pyspark()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.master(master).appName("learning-from-feedback").config("spark.ui.enabled", "false")
+    if master.startswith("local"):
+        # Local workers run this Python (with this venv's packages), not whatever "python3" is
+        # on PATH; PySpark reads the variable when the session starts.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    return builder.getOrCreate()
+
+
+def score_spark(df, model_uri: str, text_column: str, settings: Settings | None = None):
+    """A Spark DataFrame with :data:`OUTPUT_COLUMNS` added, scored by the project's MLflow model
+    (``models:/NAME@ALIAS`` or a model folder). Input columns named like an output column are
+    renamed ``<name>_input``, as in the local scorer. Lazy: nothing is collected to the driver.
+
+    Example (in a Databricks notebook): ``score_spark(spark.table("complaints"), "models:/complaint-themes@champion", "text")``
+    """
+    import mlflow.pyfunc
+
+    _, _, F = _pyspark()
+    settings = settings or get_settings()
+    udf = mlflow.pyfunc.spark_udf(
+        df.sparkSession, resolve_model(model_uri, settings), result_type=SPARK_RESULT_TYPE, env_manager="local"
+    )
+    renamed = df
+    for column in df.columns:
+        if column in OUTPUT_COLUMNS:
+            renamed = renamed.withColumnRenamed(column, f"{column}_input")
+    text = F.coalesce(F.col(text_column if text_column not in OUTPUT_COLUMNS else f"{text_column}_input"), F.lit(""))
+    tagged = renamed.withColumn("_tags", udf(F.struct(text.alias("text"))))
+    return tagged.select(*renamed.columns, *[F.col(f"_tags.{c}").alias(c) for c in OUTPUT_COLUMNS])
+
+
+def spark_row_checks(df, text_column: str, id_column: str | None, max_chars: int, source: str):
+    """(good rows, quarantined rows) with the local scorer's reasons: empty or oversized text,
+    missing id, duplicate id (every occurrence after the first, by row number)."""
+    _, Window, F = _pyspark()
+    numbered = df.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF([*df.columns, ROW])
+    text = F.coalesce(F.col(text_column), F.lit(""))
+    reason = F.when(F.trim(text) == "", F.lit("empty text")).when(
+        F.length(text) > max_chars,
+        F.concat(F.lit(f"text longer than {max_chars} characters ("), F.length(text).cast("string"), F.lit(")")),
+    )
+    column = F.when(reason.isNotNull(), F.lit(text_column))
+    if id_column:
+        ident = F.trim(F.coalesce(F.col(id_column), F.lit("")))
+        first = F.min(ROW).over(Window.partitionBy(ident))
+        missing = reason.isNull() & (ident == "")
+        duplicate = reason.isNull() & ~missing & (F.col(ROW) != first)
+        reason = (
+            F.when(missing, F.lit("missing id"))
+            .when(
+                duplicate,
+                F.concat(F.lit("duplicate id '"), ident, F.lit("' (first at row "), first.cast("string"), F.lit(")")),
+            )
+            .otherwise(reason)
+        )
+        column = F.when(missing | duplicate, F.lit(id_column)).otherwise(column)
+    checked = numbered.withColumn("_reason", reason).withColumn("_column", column)
+    good = checked.where(F.col("_reason").isNull()).drop("_reason", "_column")
+    bad = checked.where(F.col("_reason").isNotNull()).withColumn("_file", F.lit(source))
+    return good, bad.select("_file", ROW, "_column", "_reason", *df.columns)
+
+
+def score_file_spark(
+    model_uri: str,
+    input_path: str | Path,
+    output_dir: str | Path,
+    text_column: str,
+    id_column: str | None = None,
+    quarantine_dir: str | Path | None = None,
+    master: str = "local[*]",
+    settings: Settings | None = None,
+) -> ScoreSummary:
+    """Score a Parquet or CSV file (or folder) with Spark into a folder of Parquet files; bad
+    rows go to a quarantine Parquet folder with their reasons. Only counts reach the driver."""
+    settings = settings or get_settings()
+    started = time.monotonic()
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    quarantine_dir = Path(quarantine_dir) if quarantine_dir else output_dir.with_name(output_dir.name + ".quarantine")
+    if not input_path.exists():
+        raise InputError(f"{input_path}: file not found")
+    spark = spark_session(master)
+    kind = "parquet" if input_path.suffix.lower() in {".parquet", ".pq"} or input_path.is_dir() else "csv"
+    if kind == "parquet":
+        df = spark.read.parquet(str(input_path))
+    else:
+        df = spark.read.csv(str(input_path), header=True, multiLine=True, escape='"', inferSchema=False)
+    required = [text_column] + ([id_column] if id_column else [])
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputError(f"{input_path}: column {missing[0]!r} not found; columns are: {', '.join(df.columns)}")
+    df = df.select(*[df[c].cast("string").alias(c) for c in df.columns])
+    good, bad = spark_row_checks(df, text_column, id_column, settings.max_text_chars, str(input_path))
+    good = good.cache()
+    scored = score_spark(good.drop(ROW), model_uri, text_column, settings)
+    scored.write.mode("overwrite").parquet(str(output_dir))
+    rows_scored = spark.read.parquet(str(output_dir)).count()
+    bad.write.mode("overwrite").parquet(str(quarantine_dir))
+    rows_quarantined = spark.read.parquet(str(quarantine_dir)).count()
+    good.unpersist()
+    summary = ScoreSummary(
+        rows_in=rows_scored + rows_quarantined,
+        rows_scored=rows_scored,
+        rows_quarantined=rows_quarantined,
+        output=output_dir,
+        quarantine=quarantine_dir if rows_quarantined else None,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    log.info("spark scoring finished", extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}})
+    return summary

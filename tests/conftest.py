@@ -101,7 +101,11 @@ def postgres_url():
     as_postgres = []
     if os.geteuid() == 0:  # initdb refuses to run as root
         shutil.chown(root, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
+        # runuser lives in /usr/sbin, which a minimal CI PATH may leave out.
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).exists()), "runuser"
+        )
+        as_postgres = [runuser, "-u", "postgres", "--"]
     subprocess.run(
         [*as_postgres, str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(data)],
         check=True,
