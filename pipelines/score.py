@@ -254,7 +254,14 @@ def spark_session(master: str = "local[*]"):
         # Local workers run this Python (with this venv's packages), not whatever "python3" is
         # on PATH; PySpark reads the variable when the session starts.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+        inside = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
+        cores = (os.cpu_count() or 1) if inside.startswith("*") else int(inside.split(",")[0] or 1)
+        builder = (
+            builder.config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            # Spark's default of 200 shuffle partitions means 200 small scoring tasks on one machine.
+            .config("spark.sql.shuffle.partitions", str(2 * cores))
+        )
     return builder.getOrCreate()
 
 
