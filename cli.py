@@ -281,10 +281,15 @@ def report(
     ] = None,
     to: Annotated[str | None, typer.Option(help="Last day of the period (YYYY-MM-DD); default today.")] = None,
     service: Annotated[str | None, typer.Option(help="Only this service or team.")] = None,
+    record: Annotated[
+        bool,
+        typer.Option(help="Remember this bulletin as circulated: the next one says what is new and growing since."),
+    ] = True,
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
 ):
     """The analysts' theme report (HTML and XLSX) and the team managers' learning bulletin
-    (HTML and Markdown), from the results store.
+    (HTML and Markdown), from the results store. The nightly run writes the same as a preview
+    (outputs/reports/) without marking the bulletin circulated.
 
     Example: python cli.py report --from 2025-04-01 --to 2026-03-31 --output reports/2025-26
     """
@@ -302,7 +307,9 @@ def report(
             raise ValueError(f"{name} {value!r} is not a date (expected YYYY-MM-DD)") from None
 
     settings = _guarded(lambda: load_settings(config))
-    paths = _guarded(lambda: run_reports(settings, output, day(from_, "--from"), day(to, "--to"), service))
+    paths = _guarded(
+        lambda: run_reports(settings, output, day(from_, "--from"), day(to, "--to"), service, record_bulletin=record)
+    )
     for path in paths:
         typer.echo(str(path))
 

@@ -344,7 +344,7 @@ def run_nightly(
         try:
             from pipelines.reports import run_reports
 
-            run_reports(settings, settings.output_dir / "reports", today=today)
+            run_reports(settings, settings.output_dir / "reports", today=today, record_bulletin=False)
         except Exception as err:  # noqa: BLE001 - the tagging is committed; say the reports failed
             summary.report_error = f"{type(err).__name__}: {err}"
             log.error("reports failed", extra={"fields": {"error": summary.report_error[:300]}})

@@ -563,8 +563,11 @@ def run_reports(
     end: dt.date | None = None,
     service: str | None = None,
     today: dt.date | None = None,
+    record_bulletin: bool = True,
 ) -> list[Path]:
-    """Both reports from the store: by default the 12 months to today."""
+    """Both reports from the store: by default the 12 months to today. ``record_bulletin``:
+    remember this bulletin as circulated, so the next one says what is new and growing since;
+    the nightly run writes a preview and leaves that to ``python cli.py report``."""
     today = today or dt.date.today()
     end = end or today
     start = start or (pd.Period(end, "M") - 11).start_time.date()
@@ -572,6 +575,6 @@ def run_reports(
         raise ValueError(f"--from {start} is after --to {end}")
     engine = store.connect(settings.store)
     paths = write_theme_report(build_theme_report(engine, settings, start, end, service, today), output)
-    paths += write_bulletin(build_bulletin(engine, settings, today), output, engine)
+    paths += write_bulletin(build_bulletin(engine, settings, today), output, engine if record_bulletin else None)
     log.info("reports written", extra={"fields": {"folder": str(output), "files": len(paths)}})
     return paths

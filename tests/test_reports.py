@@ -208,6 +208,8 @@ def test_report_cli_contract(hostile_reports, state_dir, tmp_path):
     )
     assert bad.returncode == 2 and "--from '2025-13-01' is not a date" in bad.stderr
     assert "Example: python cli.py report" in run_cli("report", "--help").stdout
+    engine = store.connect(hostile_reports["env"]["LFF_STORE_URL"])
+    assert store.last_bulletin(engine) is None  # the nightly run's bulletin is a preview
     ok = run_cli(
         "report",
         "--service",
@@ -220,6 +222,7 @@ def test_report_cli_contract(hostile_reports, state_dir, tmp_path):
     assert ok.returncode == 0, ok.stderr
     html = (tmp_path / "r" / "theme_report.html").read_text()
     assert "for Community Team" in html and "calc" not in html
+    assert store.last_bulletin(engine) is not None  # circulated: the next bulletin compares with it
 
 
 def test_the_theme_report_works_offline_in_a_real_browser(hostile_reports):
