@@ -219,14 +219,14 @@ def learning(
             input,
             output,
             groups,
-            grouping_dir,
-            seed_themes,
-            id_column,
-            text_column,
-            date_column,
-            team_column,
-            name_column,
-            seed,
+            grouping_dir=grouping_dir,
+            seed_themes=seed_themes,
+            id_column=id_column,
+            text_column=text_column,
+            date_column=date_column,
+            team_column=team_column,
+            name_column=name_column,
+            random_state=seed,
         )
     )
     log_grouping(grouping_dir, summary, settings)

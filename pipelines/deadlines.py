@@ -82,5 +82,11 @@ def learning_stage(closed, completed, today: dt.date) -> pd.DataFrame:
     return pd.DataFrame({"learning_deadline": deadline.where(closed.notna(), None), "learning_status": status})
 
 
+def due_soon_before(today: dt.date) -> dt.date:
+    """The first date more than 5 working days after ``today``: an open learning stage whose
+    deadline is from today up to (not including) this date is due soon, as in :func:`learning_stage`."""
+    return pd.Timestamp(add_working_days([today], DUE_SOON_WORKING_DAYS + 1)[0]).date()
+
+
 def acknowledgement_deadline(received) -> pd.Series:
     return pd.Series(add_working_days(received, ACKNOWLEDGEMENT_WORKING_DAYS)).dt.date

@@ -785,27 +785,13 @@ def write_learning_files(
     )
 
 
-def run_learning(
-    source: Path,
-    points_path: Path,
-    groups_path: Path | None = None,
-    grouping_dir: Path | None = None,
-    seed_themes: Path | None = None,
-    id_column: str = "id",
-    text_column: str = "concerns",
-    date_column: str = "date",
-    team_column: str = "team",
-    name_column: str | None = None,
-    random_state: int = 0,
-) -> LearningSummary:
+def run_learning(source: Path, points_path: Path, groups_path: Path | None = None, **grouping) -> LearningSummary:
     """Extract learning points from reviews, group them (reusing a saved grouping when there is
-    one) and write the points and groups files.
+    one) and write the points and groups files; ``grouping`` takes :func:`group_reviews`'s options.
 
-    Example: ``run_learning(Path("reviews/"), Path("points.csv"), Path("groups.csv"))``
+    Example: ``run_learning(Path("reviews/"), Path("points.csv"), Path("groups.csv"), grouping_dir=Path("g"))``
     """
-    points, groups, problems = group_reviews(
-        source, grouping_dir, seed_themes, id_column, text_column, date_column, team_column, name_column, random_state
-    )
+    points, groups, problems = group_reviews(source, **grouping)
     return write_learning_files(points, groups, problems, points_path, groups_path)
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipelines import store
 from pipelines.config import Settings, configure_mlflow, get_settings
 from pipelines.datasets import DatasetError, dataset_path, sample_complaints_path, sha256_of
-from pipelines.deadlines import DUE_SOON_WORKING_DAYS, acknowledgement_deadline, add_working_days, learning_stage
+from pipelines.deadlines import acknowledgement_deadline, due_soon_before, learning_stage
 from pipelines.score import resolve_model, scored_in_order
 from pipelines.tables import ROW, RowChecks, SqlTable, TableWriter, iter_chunks
 from pipelines.text import as_text, normalise, redact
@@ -344,7 +344,7 @@ def run_nightly(
         try:
             from pipelines.reports import run_reports
 
-            run_reports(settings, settings.output_dir / "reports", today=today, record_bulletin=False)
+            run_reports(settings, settings.output_dir / "reports", today=today, record_bulletin=False, engine=engine)
         except Exception as err:  # noqa: BLE001 - the tagging is committed; say the reports failed
             summary.report_error = f"{type(err).__name__}: {err}"
             log.error("reports failed", extra={"fields": {"error": summary.report_error[:300]}})
@@ -360,11 +360,6 @@ def run_nightly(
         raise
     finally:
         store.release_lock(engine, run_id)
-
-
-def due_soon_before(today: dt.date) -> dt.date:
-    """The first date more than 5 working days after ``today``: deadlines before it are due soon."""
-    return pd.Timestamp(add_working_days([today], DUE_SOON_WORKING_DAYS + 1)[0]).date()
 
 
 def reviews_source(settings: Settings) -> Path | None:

@@ -26,7 +26,7 @@ from scipy.stats import binomtest
 
 from pipelines import store
 from pipelines.config import Settings
-from pipelines.deadlines import add_working_days
+from pipelines.deadlines import due_soon_before
 from pipelines.tables import neutralise_formulas
 from pipelines.text import redact
 
@@ -237,8 +237,6 @@ class ThemeReport:
     suppress_below: int
     sections: list[Section]
     examples: dict[str, list[list[tuple[str, bool]]]]
-    quality: dict | None
-    total: int
 
     def sheets(self) -> dict[str, pd.DataFrame]:
         """The report's tables for the workbook, one sheet each."""
@@ -371,11 +369,10 @@ def build_theme_report(
     closed = in_period[in_period["learning_deadline"].notna()]
     compliance = closed.groupby(["service", "learning_status"]).size().unstack(fill_value=0)
     compliance.index.name = "service"
-    soon_limit = pd.Timestamp(add_working_days([today], 5)[0]).date()
     due_next = closed[
-        (closed["learning_status"].isin(["open", "due soon"]))
+        closed["learning_completed_date"].isna()
         & (closed["learning_deadline"] >= today)
-        & (closed["learning_deadline"] <= soon_limit)
+        & (closed["learning_deadline"] < due_soon_before(today))
     ]
     compliance["due in next 5 working days"] = (
         due_next.groupby("service").size().reindex(compliance.index, fill_value=0)
@@ -435,8 +432,6 @@ def build_theme_report(
         suppress_below=below,
         sections=sections,
         examples=examples,
-        quality=quality,
-        total=len(in_period),
     )
 
 
@@ -450,12 +445,17 @@ class Bulletin:
     since: str | None
     groups: pd.DataFrame  # one row per group, with status "new", "growing" or "recurring"
     themes: pd.DataFrame  # complaint themes this month and whether emerging
+    counts: dict  # every group's points and reviews now: what the next bulletin compares with
 
 
 def build_bulletin(engine, settings: Settings, today: dt.date | None = None) -> Bulletin:
     """Recurring learning groups, and those new or grown since the last bulletin."""
     today = today or dt.date.today()
     _, groups = store.read_learning(engine)
+    counts = {
+        str(g): {"n_points": int(p), "n_reviews": int(r)}
+        for g, p, r in zip(groups.get("group_id", []), groups.get("n_points", []), groups.get("n_reviews", []))
+    }
     previous = store.last_bulletin(engine)
     before = previous["groups"] if previous else {}
     if len(groups):
@@ -492,6 +492,7 @@ def build_bulletin(engine, settings: Settings, today: dt.date | None = None) -> 
         since=previous["created_at"].strftime("%d %B %Y") if previous else None,
         groups=groups,
         themes=themes,
+        counts=counts,
     )
 
 
@@ -548,11 +549,7 @@ def write_bulletin(bulletin: Bulletin, folder: Path, engine=None) -> list[Path]:
     html.write_text(env.get_template("bulletin.html.j2").render(b=bulletin), encoding="utf-8")
     md.write_text(env.get_template("bulletin.md.j2").render(b=bulletin), encoding="utf-8")
     if engine is not None:
-        snapshot = {
-            str(r["group_id"]): {"n_points": int(r["n_points"]), "n_reviews": int(r["n_reviews"])}
-            for _, r in store.read_learning(engine)[1].iterrows()
-        }
-        store.record_bulletin(engine, json.dumps(snapshot))
+        store.record_bulletin(engine, json.dumps(bulletin.counts))
     return [html, md]
 
 
@@ -564,6 +561,7 @@ def run_reports(
     service: str | None = None,
     today: dt.date | None = None,
     record_bulletin: bool = True,
+    engine=None,
 ) -> list[Path]:
     """Both reports from the store: by default the 12 months to today. ``record_bulletin``:
     remember this bulletin as circulated, so the next one says what is new and growing since;
@@ -573,7 +571,7 @@ def run_reports(
     start = start or (pd.Period(end, "M") - 11).start_time.date()
     if start > end:
         raise ValueError(f"--from {start} is after --to {end}")
-    engine = store.connect(settings.store)
+    engine = engine or store.connect(settings.store)
     paths = write_theme_report(build_theme_report(engine, settings, start, end, service, today), output)
     paths += write_bulletin(build_bulletin(engine, settings, today), output, engine if record_bulletin else None)
     log.info("reports written", extra={"fields": {"folder": str(output), "files": len(paths)}})

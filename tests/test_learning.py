@@ -120,7 +120,7 @@ def test_bad_documents_are_reported_by_name_and_the_rest_processed(tmp_path):
     (folder / "huge.txt").write_text("The team did not record the visit. " * 150_000)  # about 5 MB
     (folder / "no_learning.txt").write_text("Notes\n\nShort.\n")
     (folder / "reviews.csv").write_text("id,date,team\nsir_seed.docx,2024-02-15,Community Social Work Team North\n")
-    summary = run_learning(folder, tmp_path / "points.csv", tmp_path / "groups.csv", None)
+    summary = run_learning(folder, tmp_path / "points.csv", tmp_path / "groups.csv", grouping_dir=None)
     points = pd.read_csv(tmp_path / "points.csv", dtype=str, keep_default_na=False)
     assert points["report_id"].unique().tolist() == ["sir_seed"]
     assert points["date"].unique().tolist() == ["2024-02-15"]

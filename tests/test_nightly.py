@@ -364,7 +364,7 @@ def test_learning_statuses_move_on_with_the_calendar_without_re_reading_exports(
     )
     store.write_batch(engine, rows, None, "r1", "m", "1")
     for today in [dt.date(2024, 3, 28), dt.date(2024, 12, 24), dt.date(2025, 5, 2), dt.date(2026, 12, 24)]:
-        from pipelines.nightly import due_soon_before
+        from pipelines.deadlines import due_soon_before
 
         store.refresh_learning_status(engine, today, due_soon_before(today))
         got = store.current_taggings(engine).set_index("complaint_id").loc[rows["complaint_id"], "learning_status"]
