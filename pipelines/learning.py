@@ -6,8 +6,9 @@ bulleted items, paragraphs under learning headings (Learning, Analysis, Concerns
 Recommendations, Actions), and sentences when there is no structure; boilerplate that is
 not learning ("This report is being sent to...") is dropped and identifiers are redacted.
 
-Grouping represents each point by its lemmas (TF-IDF of words and word pairs, reduced to a
-dense space), clusters them with the number of groups chosen by silhouette, names each
+Grouping represents each point by the word vectors of its lemmas, learnt from the reviews'
+own text (words used in the same contexts get near vectors, so paraphrases meet), clusters
+them with the number of groups chosen by silhouette, names each
 group by its most distinctive phrase, and saves the grouping so that a later run assigns
 new points to the existing groups (same ids and names) and opens new groups only for what
 does not fit.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
@@ -86,7 +88,10 @@ _BOILERPLATE = re.compile(
     re.IGNORECASE,
 )
 MIN_POINT_CHARS = 25
-SVD_COMPONENTS = 100
+# Word vectors: co-occurrence within WORD_WINDOW words, reduced to WORD_DIMENSIONS.
+WORD_WINDOW = 5
+WORD_DIMENSIONS = 100
+REPRESENTATION = "ppmi-word-vectors-1"
 MAX_GROUPS = 60
 MIN_GROUP_POINTS = 3
 SILHOUETTE_SAMPLE = 3000
@@ -250,29 +255,37 @@ class Grouping:
     """Everything a later run needs to put new points into the same groups."""
 
     vectorizer: TfidfVectorizer
-    svd: TruncatedSVD
+    word_vectors: np.ndarray  # one row per term of the vectorizer
+    common: np.ndarray  # (1, dimensions): the direction every point shares, removed
     centroids: np.ndarray
     group_ids: list[int]
     labels: list[str]
     assign_threshold: float
     next_id: int
+    # A new group must be as tight as a typical fitted one (median over groups of the mean
+    # similarity between two of its points), or a few stray points would open groups that
+    # teach nothing.
+    new_group_threshold: float
     assignments: dict[str, int] = field(default_factory=dict)  # point key -> group id
     random_state: int = 0
 
     def embed(self, lemmas: list[str]) -> np.ndarray:
-        return normalize(self.svd.transform(self.vectorizer.transform(lemmas)))
+        return _embed(self.vectorizer.transform(lemmas), self.word_vectors, self.common)
 
-    # -- persistence (skops for the estimators, JSON for the rest) -------------------------
+    # -- persistence (skops for the vectorizer, .npz for arrays, JSON for the rest) --------
     def save(self, folder: Path) -> Path:
         import skops.io as sio
 
         folder.mkdir(parents=True, exist_ok=True)
-        sio.dump({"vectorizer": self.vectorizer, "svd": self.svd}, folder / "representation.skops")
+        sio.dump({"vectorizer": self.vectorizer}, folder / "representation.skops")
+        np.savez(folder / "word_vectors.npz", word_vectors=self.word_vectors, common=self.common)
         state = {
+            "representation": REPRESENTATION,
             "centroids": self.centroids.tolist(),
             "group_ids": self.group_ids,
             "labels": self.labels,
             "assign_threshold": self.assign_threshold,
+            "new_group_threshold": self.new_group_threshold,
             "next_id": self.next_id,
             "assignments": self.assignments,
             "random_state": self.random_state,
@@ -284,20 +297,29 @@ class Grouping:
     def load(cls, folder: Path) -> Grouping:
         import skops.io as sio
 
+        state = json.loads((folder / "groups.json").read_text())
+        if state.get("representation") != REPRESENTATION:
+            raise ValueError(
+                f"{folder}: this grouping was saved by an earlier version with another representation; "
+                "move the folder away to group from scratch (group ids will be new)"
+            )
         path = folder / "representation.skops"
         untrusted = sio.get_untrusted_types(file=path)
         unexpected = [t for t in untrusted if not t.startswith(("numpy.", "scipy.", "sklearn.", "builtins."))]
         if unexpected:
             raise ValueError(f"{path}: refusing to load untrusted types {unexpected}")
         parts = sio.load(path, trusted=untrusted)
-        state = json.loads((folder / "groups.json").read_text())
+        with np.load(folder / "word_vectors.npz", allow_pickle=False) as arrays:
+            word_vectors, common = arrays["word_vectors"], arrays["common"]
         return cls(
             vectorizer=parts["vectorizer"],
-            svd=parts["svd"],
+            word_vectors=word_vectors,
+            common=common,
             centroids=np.asarray(state["centroids"], dtype=np.float64),
             group_ids=[int(g) for g in state["group_ids"]],
             labels=list(state["labels"]),
             assign_threshold=float(state["assign_threshold"]),
+            new_group_threshold=float(state["new_group_threshold"]),
             next_id=int(state["next_id"]),
             assignments={k: int(v) for k, v in state["assignments"].items()},
             random_state=int(state["random_state"]),
@@ -310,10 +332,49 @@ def _lemma_texts(texts: list[str]) -> list[str]:
     return lemmatise(texts)
 
 
-def _new_representation(lemmas: list[str], random_state: int) -> tuple[TfidfVectorizer, TruncatedSVD, np.ndarray]:
-    """Lemma TF-IDF (words and pairs, no stop words) reduced to a dense space where paraphrases meet."""
+def _embed(tfidf: sp.csr_matrix, word_vectors: np.ndarray, common: np.ndarray) -> np.ndarray:
+    """A point is the TF-IDF weighted mean of its word vectors, less the shared direction
+    (Arora et al. 2017), on the unit sphere."""
+    X = normalize(np.asarray(tfidf @ word_vectors))
+    return normalize(X - (X @ common.T) @ common)
+
+
+def _word_vectors(vectorizer: TfidfVectorizer, lemmas: list[str], random_state: int) -> np.ndarray:
+    """Vectors of the vectorizer's terms from their contexts in ``lemmas``: positive PMI of
+    terms seen within WORD_WINDOW terms of each other (context counts smoothed by ^0.75),
+    reduced by truncated SVD (Levy, Goldberg and Dagan 2015). Learnt from the reviews
+    themselves: no pretrained model is needed, and the vocabulary is the council's own.
+    With too few terms to reduce, each term is its own dimension (plain TF-IDF)."""
+    vocabulary = vectorizer.vocabulary_
+    n_terms = len(vocabulary)
+    if n_terms <= WORD_DIMENSIONS:
+        return np.eye(n_terms)
+    analyse = vectorizer.build_analyzer()
+    docs = [[vocabulary[t] for t in analyse(text) if t in vocabulary] for text in lemmas]
+    ids = np.fromiter((i for d in docs for i in d), dtype=np.int32)
+    doc = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
+    counts = sp.csr_matrix((n_terms, n_terms), dtype=np.float64)
+    for offset in range(1, WORD_WINDOW + 1):
+        same = doc[offset:] == doc[:-offset]
+        pairs = (ids[:-offset][same], ids[offset:][same])
+        counts = counts + sp.csr_matrix((np.ones(len(pairs[0])), pairs), shape=(n_terms, n_terms))
+    counts = (counts + counts.T).tocoo()
+    word = np.asarray(counts.sum(axis=1)).ravel()
+    context = np.asarray(counts.sum(axis=0)).ravel() ** 0.75
+    with np.errstate(divide="ignore"):
+        pmi = np.log(counts.data * context.sum() / (word[counts.row] * context[counts.col]))
+    positive = pmi > 0
+    ppmi = sp.csr_matrix((pmi[positive], (counts.row[positive], counts.col[positive])), shape=(n_terms, n_terms))
+    svd = TruncatedSVD(WORD_DIMENSIONS, random_state=random_state, algorithm="randomized", n_iter=7)
+    return normalize(svd.fit_transform(ppmi))
+
+
+def _new_representation(
+    lemmas: list[str], random_state: int
+) -> tuple[TfidfVectorizer, np.ndarray, np.ndarray, np.ndarray]:
+    """(vectorizer, word vectors, shared direction, points embedded): lemma TF-IDF without stop
+    words, word vectors learnt from the same text, and each point as its words' weighted mean."""
     vectorizer = TfidfVectorizer(
-        ngram_range=(1, 2),
         sublinear_tf=True,
         # A handful of points (a single new review) cannot afford to drop rare or common terms.
         min_df=2 if len(lemmas) >= 20 else 1,
@@ -323,10 +384,12 @@ def _new_representation(lemmas: list[str], random_state: int) -> tuple[TfidfVect
         dtype=np.float64,
     )
     tfidf = vectorizer.fit_transform(lemmas)
-    n_components = int(max(2, min(SVD_COMPONENTS, tfidf.shape[1] - 1, tfidf.shape[0] - 1)))
-    svd = TruncatedSVD(n_components, random_state=random_state, algorithm="randomized", n_iter=7)
-    dense = normalize(svd.fit_transform(tfidf))
-    return vectorizer, svd, dense
+    word_vectors = _word_vectors(vectorizer, lemmas, random_state)
+    no_common = np.zeros((1, word_vectors.shape[1]))
+    X = _embed(tfidf, word_vectors, no_common)
+    # With a handful of points the shared direction is the points themselves: keep it.
+    common = TruncatedSVD(1, random_state=random_state).fit(X).components_ if len(lemmas) >= 20 else no_common
+    return vectorizer, word_vectors, common, _embed(tfidf, word_vectors, common)
 
 
 def _cluster(
@@ -339,8 +402,10 @@ def _cluster(
     n = len(X)
     # Learning points have little cluster structure (silhouettes of 0.05-0.1), and silhouette
     # keeps rising with k; capping k at sqrt(n/2) keeps groups broad enough to recur across
-    # reviews and few enough for a bulletin.
-    low, high = k_range or (max(2, len(seeds) + 1), max(3, min(MAX_GROUPS, int(np.sqrt(n / 2)))))
+    # reviews and few enough for a bulletin. Mixed sources can make a split by source (two or
+    # three groups) score best, which teaches a manager nothing: k starts at a third of the cap.
+    cap = max(3, min(MAX_GROUPS, int(np.sqrt(n / 2))))
+    low, high = k_range or (max(2, len(seeds) + 1, cap // 3), cap)
     high = max(low, high)
     candidates = sorted(set(np.unique(np.geomspace(low, high, num=min(12, high - low + 1)).round().astype(int))))
     rng = np.random.default_rng(random_state)
@@ -367,6 +432,14 @@ def _cluster(
     if best is None:
         return np.zeros(n, dtype=int), normalize(X.mean(axis=0, keepdims=True))
     return best[1], best[2]
+
+
+def _tightness(X: np.ndarray) -> float:
+    """Mean cosine similarity between two different points of a group (unit vectors); unlike
+    similarity to the group's own centre, it does not flatter small groups."""
+    m = len(X)
+    total = X.sum(axis=0)
+    return float((total @ total - m) / (m * (m - 1)))
 
 
 def _key_phrases(lemmas: list[str], labels: np.ndarray, groups: list[int]) -> dict[int, str]:
@@ -402,11 +475,14 @@ def fit_groups(
 ) -> tuple[Grouping, np.ndarray]:
     """Group learning points from scratch; returns the grouping and each point's group id (-1: ungrouped)."""
     lemmas = _lemma_texts(points["point_text"].tolist())
-    vectorizer, svd, X = _new_representation(lemmas, random_state)
+    vectorizer, word_vectors, common, X = _new_representation(lemmas, random_state)
     seeds = seed_themes or []
     seed_vectors = (
         np.vstack(
-            [normalize(svd.transform(vectorizer.transform(_lemma_texts(s["examples"])))).mean(axis=0) for s in seeds]
+            [
+                _embed(vectorizer.transform(_lemma_texts(s["examples"])), word_vectors, common).mean(axis=0)
+                for s in seeds
+            ]
         )
         if seeds
         else np.empty((0, X.shape[1]))
@@ -425,11 +501,15 @@ def fit_groups(
     keys = point_key(points)
     grouping = Grouping(
         vectorizer=vectorizer,
-        svd=svd,
+        word_vectors=word_vectors,
+        common=common,
         centroids=centroids,
         group_ids=group_ids,
         labels=titles,
         assign_threshold=threshold,
+        new_group_threshold=float(
+            np.median([_tightness(X[labels == g]) for g in group_ids if (labels == g).sum() > 1])
+        ),
         next_id=len(group_ids),
         assignments=dict(zip(keys, map(int, assigned))),
         random_state=random_state,
@@ -465,7 +545,11 @@ def assign_groups(grouping: Grouping, points: pd.DataFrame) -> tuple[Grouping, n
             names = _key_phrases(lemmas, labels, list(range(len(centroids))))
             for local in range(len(centroids)):
                 members = (labels == local) & (sims_pool >= grouping.assign_threshold)
-                if members.sum() < MIN_GROUP_POINTS:
+                if (
+                    members.sum() < MIN_GROUP_POINTS
+                    or reports.iloc[members].nunique() < 2
+                    or _tightness(pool[members]) < grouping.new_group_threshold
+                ):
                     continue
                 gid = grouping.next_id
                 grouping.next_id += 1

@@ -1,6 +1,7 @@
 """Learning points: extraction against a hand-marked sample, documents, grouping, the CLI."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,16 @@ def test_grouping_is_deterministic_and_keeps_ids_as_reviews_arrive(pfd_points, t
     assert later.labels[: len(early.labels)] == early.labels
 
 
+def test_a_grouping_saved_with_another_representation_is_refused_by_name(pfd_points, tmp_path):
+    grouping, _ = fit_groups(pfd_points.head(60), random_state=0)
+    folder = grouping.save(tmp_path / "grouping")
+    state = json.loads((folder / "groups.json").read_text())
+    state["representation"] = "lemma-lsa"  # what an earlier version would have written
+    (folder / "groups.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="earlier version"):
+        Grouping.load(folder)
+
+
 def test_seeded_themes_become_named_groups(pfd_points):
     seeds = [
         {
@@ -198,8 +209,9 @@ def test_grouping_beats_kmeans_on_sentences_at_theme_recovery(pfd_points, pfd):
     baseline = theme_recovery(
         sentences.assign(group_id=KMeans(labels.shape[1], random_state=0, n_init=10).fit_predict(tfidf)), labels
     )
-    # Weak labels make this noisy (0.03 to 0.07 adjusted across seeds); the benchmark reports the mean.
-    assert ours["adjusted"] > baseline["adjusted"] + 0.02
+    # The issue's bar: 0.05 adjusted above the baseline. Weak labels make the score move with the
+    # seed (0.05 to 0.08 adjusted over seeds 0-9); the benchmark reports the spread.
+    assert ours["adjusted"] > baseline["adjusted"] + 0.05
 
 
 def test_learning_cli_contract(tmp_path, public_data_dir):
