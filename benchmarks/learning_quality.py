@@ -3,6 +3,8 @@
 Writes benchmarks/results/learning_quality.json. Run:
     LFF_PUBLIC_DATA_DIR=../shared/data .venv/bin/python benchmarks/learning_quality.py
 
+* extraction: share of the hand-marked learning points in tests/data/pfd_learning_points.csv
+  (25+ reports) that extraction returns with the same boundaries;
 * theme recovery (pipelines.evaluation) against the PFD file's family_* labels (weak, machine
   assigned), for our grouping and for the baseline the issue names: KMeans on TF-IDF
   sentences with k = number of themes;
@@ -26,11 +28,12 @@ from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from pipelines.datasets import fetch_pfd_reports, fetch_pfd_reviews
-from pipelines.evaluation import theme_recovery
+from pipelines.evaluation import boundary_agreement, theme_recovery
 from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups
 from pipelines.text import make_nlp
 
 RESULTS = Path(__file__).parent / "results" / "learning_quality.json"
+GOLD = Path(__file__).parent.parent / "tests" / "data" / "pfd_learning_points.csv"
 
 
 def kmeans_baseline(sentences: pd.DataFrame, k: int) -> np.ndarray:
@@ -42,6 +45,8 @@ def kmeans_baseline(sentences: pd.DataFrame, k: int) -> np.ndarray:
 def main() -> None:
     pfd = fetch_pfd_reports()
     labels = pfd.set_index("id").filter(like="family_").apply(lambda s: s.str.lower() == "true")
+    gold = pd.read_csv(GOLD, dtype=str, keep_default_na=False)
+    matched, marked = boundary_agreement(gold, pfd.set_index("id")["concerns"])
     reviews = fetch_pfd_reviews()
     points, _ = extract_review_points(reviews)
     started = time.monotonic()
@@ -99,6 +104,12 @@ def main() -> None:
     identical = bool((assigned == assigned_again).all() and grouping.labels == again.labels)
 
     results = {
+        "extraction": {
+            "hand_marked_reports": int(gold["report_id"].nunique()),
+            "hand_marked_points": marked,
+            "same_boundaries": matched,
+            "share": matched / marked,
+        },
         "points": len(points),
         "reports": int(points["report_id"].nunique()),
         "groups": len(grouping.group_ids),

@@ -1,4 +1,7 @@
-"""How well a grouping of learning points recovers known themes (for SIRs, coded by analysts).
+"""How well learning points are found and grouped, against hand-marked and coded reports.
+
+*Boundary agreement*: the share of hand-marked learning points (character offsets into a
+report's text) that extraction returns with the same boundaries.
 
 *Theme recovery*: each theme is matched one-to-one (Hungarian algorithm) to the group whose
 set of reports best fits the theme's set of reports (F1); the score is the mean F1 over
@@ -9,9 +12,34 @@ says how much of the way from chance to perfect the grouping goes.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+
+
+def boundary_agreement(gold: pd.DataFrame, texts: pd.Series) -> tuple[int, int]:
+    """(matched, total): hand-marked points extracted with the same boundaries.
+
+    ``gold``: one row per marked point with ``report_id``, ``start``, ``end`` and ``sha1_12``
+    (the first 12 hex digits of the marked span's SHA-1, so a changed source text is caught);
+    ``texts``: each report's text, indexed by report id.
+    """
+    from pipelines.learning import extract_points
+    from pipelines.text import normalise
+
+    matched = total = 0
+    for report_id, marked in gold.groupby("report_id"):
+        text = texts[report_id]
+        spans = [text[int(s) : int(e)] for s, e in zip(marked["start"], marked["end"])]
+        changed = [s for s, h in zip(spans, marked["sha1_12"]) if hashlib.sha1(s.encode()).hexdigest()[:12] != h]
+        if changed:
+            raise ValueError(f"report {report_id}: {len(changed)} hand-marked spans no longer match the text")
+        ours = {p["point_text"] for p in extract_points(text)}
+        matched += sum(normalise(s) in ours for s in spans)
+        total += len(spans)
+    return matched, total
 
 
 def _report_sets(points: pd.DataFrame, reports: pd.Index) -> list[np.ndarray]:

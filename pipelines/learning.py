@@ -335,7 +335,10 @@ def _lemma_texts(texts: list[str]) -> list[str]:
 def _embed(tfidf: sp.csr_matrix, word_vectors: np.ndarray, common: np.ndarray) -> np.ndarray:
     """A point is the TF-IDF weighted mean of its word vectors, less the shared direction
     (Arora et al. 2017), on the unit sphere."""
-    X = normalize(np.asarray(tfidf @ word_vectors))
+    return _less_common(normalize(np.asarray(tfidf @ word_vectors)), common)
+
+
+def _less_common(X: np.ndarray, common: np.ndarray) -> np.ndarray:
     return normalize(X - (X @ common.T) @ common)
 
 
@@ -361,8 +364,7 @@ def _word_vectors(vectorizer: TfidfVectorizer, lemmas: list[str], random_state: 
     counts = (counts + counts.T).tocoo()
     word = np.asarray(counts.sum(axis=1)).ravel()
     context = np.asarray(counts.sum(axis=0)).ravel() ** 0.75
-    with np.errstate(divide="ignore"):
-        pmi = np.log(counts.data * context.sum() / (word[counts.row] * context[counts.col]))
+    pmi = np.log(counts.data * context.sum() / (word[counts.row] * context[counts.col]))
     positive = pmi > 0
     ppmi = sp.csr_matrix((pmi[positive], (counts.row[positive], counts.col[positive])), shape=(n_terms, n_terms))
     svd = TruncatedSVD(WORD_DIMENSIONS, random_state=random_state, algorithm="randomized", n_iter=7)
@@ -385,11 +387,14 @@ def _new_representation(
     )
     tfidf = vectorizer.fit_transform(lemmas)
     word_vectors = _word_vectors(vectorizer, lemmas, random_state)
-    no_common = np.zeros((1, word_vectors.shape[1]))
-    X = _embed(tfidf, word_vectors, no_common)
+    X = normalize(np.asarray(tfidf @ word_vectors))
     # With a handful of points the shared direction is the points themselves: keep it.
-    common = TruncatedSVD(1, random_state=random_state).fit(X).components_ if len(lemmas) >= 20 else no_common
-    return vectorizer, word_vectors, common, _embed(tfidf, word_vectors, common)
+    common = (
+        TruncatedSVD(1, random_state=random_state).fit(X).components_
+        if len(lemmas) >= 20
+        else np.zeros((1, X.shape[1]))
+    )
+    return vectorizer, word_vectors, common, _less_common(X, common)
 
 
 def _cluster(
@@ -440,6 +445,13 @@ def _tightness(X: np.ndarray) -> float:
     m = len(X)
     total = X.sum(axis=0)
     return float((total @ total - m) / (m * (m - 1)))
+
+
+def _typical_tightness(X: np.ndarray, labels: np.ndarray) -> float:
+    """Median tightness of the groups with two or more points (0 when there are none)."""
+    groups, sizes = np.unique(labels, return_counts=True)
+    values = [_tightness(X[labels == g]) for g in groups[sizes > 1]]
+    return float(np.median(values)) if values else 0.0
 
 
 def _key_phrases(lemmas: list[str], labels: np.ndarray, groups: list[int]) -> dict[int, str]:
@@ -507,9 +519,7 @@ def fit_groups(
         group_ids=group_ids,
         labels=titles,
         assign_threshold=threshold,
-        new_group_threshold=float(
-            np.median([_tightness(X[labels == g]) for g in group_ids if (labels == g).sum() > 1])
-        ),
+        new_group_threshold=_typical_tightness(X, labels),
         next_id=len(group_ids),
         assignments=dict(zip(keys, map(int, assigned))),
         random_state=random_state,
