@@ -79,6 +79,13 @@ def train(
     cv: Annotated[
         int | None, typer.Option(help="Evaluate with k-fold cross-validation instead of a 20% hold-out.")
     ] = None,
+    sub_label_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column of finer labels that roll up to the theme (e.g. a sub-category); the model learns "
+            "them too. Default: the crosswalk's codes, or the taxonomy sub-themes the labels name."
+        ),
+    ] = None,
 ):
     """Train a theme model, evaluate it on held-out data and log it to MLflow.
 
@@ -86,6 +93,9 @@ def train(
     --label-column code --crosswalk data/crosswalks/nhs_fft_phase1.yaml --register complaint-themes
 
     Example (the council's own labels and corrections): python cli.py train --from-store --register complaint-themes
+
+    Example (any taxonomy, with its sub-categories learned too): python cli.py train --input fft.csv
+    --text-column feedback --label-column label --sub-label-column code --cv 5
     """
     from pipelines.train import train as run_train
 
@@ -111,6 +121,7 @@ def train(
             model_dir=model_dir,
             register=register,
             cv=cv,
+            sub_label_column=sub_label_column,
         )
     )
     m = result.metrics

@@ -9,6 +9,12 @@ decision thresholds chosen on those same out-of-fold predictions:
   tags below it get ``needs_review``;
 * ``label_thresholds_`` (multi-label): per theme, the probability that maximises F1.
 
+When the training labels come with finer ones that roll up to them (a taxonomy's sub-themes,
+or the codes of another framework mapped through a crosswalk), a second SVM learns those and
+its probabilities, summed per theme, are averaged (in log space) with the theme SVM's. A theme
+is often several different complaints ("waiting for a referral" and "no parking" are both
+Access): one linear boundary per sub-theme fits that better than one per theme.
+
 :func:`tag` turns texts into the scorer's output columns, including ``evidence``: the
 words whose weights pushed each text most towards its theme.
 """
@@ -22,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from joblib import Parallel, delayed
 from scipy.optimize import minimize_scalar
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import expit, log_softmax, logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -64,12 +71,18 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         Share of tags that should be right among those not sent to review.
     cv : int
         Folds for the out-of-fold scores used for calibration and thresholds.
+    min_sub_theme_count : int
+        With ``sub_labels``, a sub-theme needs this many examples to be learned on its own;
+        rarer ones are pooled with the rest of their theme.
+    n_jobs : int or None
+        Processes for the fold fits (None: one).
     random_state : int
 
     Example
     -------
     >>> clf = ThemeClassifier(target_precision=0.9).fit(X, ["communication", ...])
     >>> clf.predict_proba(X)
+    >>> ThemeClassifier().fit(X, themes, sub_labels=sub_themes)  # learns the sub-themes too
     """
 
     def __init__(
@@ -79,6 +92,8 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         class_weight="balanced",
         target_precision=0.85,
         cv=5,
+        min_sub_theme_count=20,
+        n_jobs=None,
         random_state=42,
     ):
         self.multi_label = multi_label
@@ -86,42 +101,82 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.target_precision = target_precision
         self.cv = cv
+        self.min_sub_theme_count = min_sub_theme_count
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y):
+    def fit(self, X, y, sub_labels=None):
+        """Fit on themes ``y``; ``sub_labels`` (optional, single-label only) are finer labels,
+        one per row, that roll up to ``y``: a sub-theme, or another framework's code."""
         y = np.asarray(y, dtype=object)
+        if sub_labels is not None and len(sub_labels) != len(y):
+            raise ValueError(f"sub_labels has {len(sub_labels)} rows, y has {len(y)}")
         if self.multi_label:
+            if sub_labels is not None:
+                raise ValueError("sub_labels are for single-label themes; multi-label rows have several themes")
             self._fit_multi_label(X, y)
         else:
-            self._fit_single_label(X, y)
+            self._fit_single_label(X, y, sub_labels)
         return self
 
     def _svm(self):
         return LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.random_state)
 
-    def _folds(self, counts_min: int, stratified: bool):
-        n_splits = max(2, min(self.cv, counts_min)) if stratified else self.cv
-        cls = StratifiedKFold if stratified else KFold
-        return cls(n_splits=n_splits, shuffle=True, random_state=self.random_state)
-
-    def _fit_single_label(self, X, y):
+    def _fit_single_label(self, X, y, sub_labels=None):
         self.classes_, y_index, counts = np.unique(y, return_inverse=True, return_counts=True)
         if len(self.classes_) < 2:
             raise ValueError("training data needs at least two themes")
         if counts.min() < 2:
             rare = self.classes_[counts < 2].tolist()
             raise ValueError(f"themes with fewer than 2 examples cannot be learned: {rare}")
-        folds = self._folds(int(counts.min()), stratified=True)
-        oof = cross_val_predict(self._svm(), X, y_index, cv=folds, method="decision_function")
-        if oof.ndim == 1:  # two classes: LinearSVC gives one score column
-            oof = np.column_stack([-oof, oof]) / 2
-        self.temperature_ = _fit_temperature(oof, y_index)
-        self.estimator_ = self._svm().fit(X, y_index)
+        n_splits = max(2, min(self.cv, int(counts.min())))
+        self.sub_classes_, self.sub_parent_, sub_index = None, None, None
+        if sub_labels is not None:
+            self.sub_classes_, self.sub_parent_, sub_index = _sub_themes(
+                self.classes_, y_index, sub_labels, max(self.min_sub_theme_count, n_splits), n_splits
+            )
+            if len(self.sub_classes_) == len(self.classes_):  # no theme splits: nothing to add
+                self.sub_classes_, self.sub_parent_, sub_index = None, None, None
+        # Stratified on the sub-themes when there are any, so each training fold holds every one.
+        folds = list(
+            StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.random_state).split(
+                X, y_index if sub_index is None else sub_index
+            )
+        )
+        fits = self._fit_with_folds(X, {"sub": sub_index, "themes": y_index}, folds)
+        self.estimator_, oof = fits["themes"]
+        if sub_index is None:
+            self.temperature_ = _fit_temperature(oof, y_index)
+        else:
+            self.sub_estimator_, sub_oof = fits["sub"]
+            self.theme_temperature_ = _fit_temperature(oof, y_index)
+            self.sub_temperature_ = _fit_temperature(sub_oof, sub_index)
+            oof = self._combine(oof, sub_oof)[0]
+            self.temperature_ = _fit_temperature(oof, y_index)
         proba = softmax(oof / self.temperature_, axis=1)
         correct = proba.argmax(axis=1) == y_index
         self._set_review_threshold(proba.max(axis=1), correct)
         return self
+
+    def _fit_with_folds(self, X, targets: dict, folds) -> dict:
+        """For each target (skipping None): an SVM fitted on all rows, and its out-of-fold scores.
+        All fits run as one batch of threads (liblinear releases the GIL), in the targets' order:
+        put the largest problem first."""
+        jobs = [
+            (name, y, train, test)
+            for name, y in targets.items()
+            if y is not None
+            for train, test in [(None, None), *folds]
+        ]
+        done = Parallel(n_jobs=self.n_jobs, prefer="threads")(
+            delayed(_fit_fold)(self._svm(), X, y, train, test) for _, y, train, test in jobs
+        )
+        out = {}
+        for name in dict.fromkeys(job[0] for job in jobs):
+            mine = [d for job, d in zip(jobs, done) if job[0] == name]
+            out[name] = (mine[0], _out_of_fold(mine[1:], folds, X.shape[0]))
+        return out
 
     def _fit_multi_label(self, X, y):
         lists = [[p.strip() for p in str(v).split(LABEL_SEPARATOR) if p.strip()] for v in y]
@@ -134,7 +189,14 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
                 f"themes with fewer than 2 examples cannot be learned: {self.classes_[positives < 2].tolist()}"
             )
         ovr = OneVsRestClassifier(self._svm())
-        oof = cross_val_predict(ovr, X, Y, cv=self._folds(0, stratified=False), method="decision_function")
+        oof = cross_val_predict(
+            ovr,
+            X,
+            Y,
+            cv=KFold(self.cv, shuffle=True, random_state=self.random_state),
+            method="decision_function",
+            n_jobs=self.n_jobs,
+        )
         self.platt_ = np.array([_fit_platt(oof[:, k], Y[:, k]) for k in range(Y.shape[1])])
         self.estimator_ = ovr.fit(X, Y)
         proba = expit(oof * self.platt_[:, 0] + self.platt_[:, 1])
@@ -162,19 +224,35 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
             )
 
     # -- prediction ----------------------------------------------------------------------
-    def decision_function(self, X) -> np.ndarray:
+    def _combine(self, theme_scores: np.ndarray, sub_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean of the theme SVM's and the rolled-up sub-theme SVM's log-probabilities, and the
+        sub-themes' log-probabilities."""
+        sub_log_p = log_softmax(sub_scores / self.sub_temperature_, axis=1)
+        rolled = np.column_stack(
+            [logsumexp(sub_log_p[:, self.sub_parent_ == k], axis=1) for k in range(len(self.classes_))]
+        )
+        return 0.5 * log_softmax(theme_scores / self.theme_temperature_, axis=1) + 0.5 * rolled, sub_log_p
+
+    def _scores(self, X) -> tuple[np.ndarray, np.ndarray | None]:
         check_is_fitted(self, "estimator_")
-        scores = self.estimator_.decision_function(X)
-        if scores.ndim == 1:
-            scores = np.column_stack([-scores, scores]) / 2
-        return scores
+        scores = _two_columns(self.estimator_.decision_function(X))
+        if getattr(self, "sub_classes_", None) is None:
+            return scores, None
+        return self._combine(scores, _two_columns(self.sub_estimator_.decision_function(X)))
+
+    def decision_function(self, X) -> np.ndarray:
+        """Per-theme scores; ``predict_proba`` is their softmax at the fitted temperature."""
+        return self._scores(X)[0]
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated probabilities, one column per theme in ``classes_`` (multi-label: independent)."""
-        scores = self.decision_function(X)
+        return self._proba(X)[0]
+
+    def _proba(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        scores, sub_log_p = self._scores(X)
         if self.multi_label:
-            return expit(scores * self.platt_[:, 0] + self.platt_[:, 1])
-        return softmax(scores / self.temperature_, axis=1)
+            return expit(scores * self.platt_[:, 0] + self.platt_[:, 1]), None
+        return softmax(scores / self.temperature_, axis=1), sub_log_p
 
     def predict(self, X) -> np.ndarray:
         """Themes, as given in ``y``: one per row, or ``;``-joined when multi-label."""
@@ -196,11 +274,70 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         return top, themes, confidence, confidence < self.review_threshold_
 
     def coef_for_evidence(self) -> np.ndarray:
-        """(n_themes, n_features) weights: how much each feature pushes towards each theme."""
+        """(n_evidence_rows, n_features) weights: how much each feature pushes towards a theme,
+        or, with sub-themes, towards each sub-theme and its theme (rows of ``sub_classes_``)."""
         if self.multi_label:
             return np.vstack([e.coef_ for e in self.estimator_.estimators_])
         coef = self.estimator_.coef_
-        return np.vstack([-coef, coef]) if coef.shape[0] == 1 else coef
+        coef = np.vstack([-coef, coef]) / 2 if coef.shape[0] == 1 else coef
+        if getattr(self, "sub_classes_", None) is None:
+            return coef
+        sub = self.sub_estimator_.coef_
+        sub = np.vstack([-sub, sub]) / 2 if sub.shape[0] == 1 else sub
+        return 0.5 * coef[self.sub_parent_] / self.theme_temperature_ + 0.5 * sub / self.sub_temperature_
+
+    def evidence_rows(self, theme_index: np.ndarray, sub_log_p: np.ndarray | None) -> np.ndarray:
+        """Row of :meth:`coef_for_evidence` explaining each text: its theme, or with sub-themes
+        the most likely sub-theme of its theme."""
+        if sub_log_p is None:
+            return theme_index
+        inside = self.sub_parent_[None, :] == np.asarray(theme_index)[:, None]
+        return np.where(inside, sub_log_p, -np.inf).argmax(axis=1)
+
+
+def _two_columns(scores: np.ndarray) -> np.ndarray:
+    """LinearSVC gives one score column for two classes; make it one per class."""
+    return np.column_stack([-scores, scores]) / 2 if scores.ndim == 1 else scores
+
+
+def _fit_fold(estimator, X, y, train, test):
+    """Fit on all rows (``train`` is None) or on one fold, returning the held-out scores."""
+    if train is None:
+        return estimator.fit(X, y)
+    return _two_columns(estimator.fit(X[train], y[train]).decision_function(X[test]))
+
+
+def _out_of_fold(scores: list[np.ndarray], folds, n_rows: int) -> np.ndarray:
+    out = np.empty((n_rows, scores[0].shape[1]))
+    for part, (_, test) in zip(scores, folds):
+        out[test] = part
+    return out
+
+
+def _sub_themes(classes, y_index, sub_labels, min_count: int, n_splits: int):
+    """The sub-themes to learn (``"theme / sub"`` names), each one's theme index, and each row's
+    sub-theme index. A sub-theme with fewer than ``min_count`` rows is pooled with the rest of
+    its theme (``"theme / (other)"``); a pool smaller than ``n_splits`` joins the theme's
+    largest sub-theme, so every class can be in every training fold."""
+    sub = pd.Series(list(sub_labels), dtype=object).fillna("").astype(str).str.strip()
+    rows = pd.DataFrame({"theme": y_index, "sub": sub.to_numpy(dtype=object)})
+    size = rows[rows["sub"] != ""].groupby(["theme", "sub"]).size()
+    big = size[size >= min_count]
+    is_big = pd.MultiIndex.from_frame(rows).isin(big.index)
+    rows["sub"] = rows["sub"].where(is_big, None)
+    pooled = rows.loc[~is_big].groupby("theme").size()
+    for theme in pooled.index[pooled < n_splits]:
+        own = big[big.index.get_level_values(0) == theme]
+        if len(own):
+            rows.loc[(rows["theme"] == theme) & rows["sub"].isna(), "sub"] = own.idxmax()[1]
+    sub_index, found = pd.factorize(
+        pd.MultiIndex.from_arrays([rows["theme"], rows["sub"].fillna("(other)")]), sort=True
+    )
+    sub_parent = found.get_level_values(0).to_numpy()
+    sub_classes = (
+        np.asarray(classes, dtype=object)[sub_parent] + " / " + found.get_level_values(1).to_numpy(dtype=object)
+    )
+    return sub_classes, sub_parent, sub_index
 
 
 def _lower_words(doc: str) -> list[str]:
@@ -302,6 +439,7 @@ def make_pipeline(
     multi_label: bool = False,
     target_precision: float = 0.85,
     C: float = 0.2,
+    n_jobs: int | None = None,
     random_state: int = 42,
 ) -> Pipeline:
     """The whole model as one estimator: redact, features, calibrated classifier with thresholds."""
@@ -336,6 +474,7 @@ def make_pipeline(
                     multi_label=multi_label,
                     C=C,
                     target_precision=target_precision,
+                    n_jobs=n_jobs,
                     random_state=random_state,
                 ),
             ),
@@ -395,12 +534,13 @@ def _distinct_terms(terms: list[str], top_k: int) -> str:
     return "; ".join(chosen)
 
 
-def evidence(pipeline: Pipeline, features: sp.csr_matrix, theme_index: np.ndarray, top_k: int = 3) -> np.ndarray:
-    """For each row, up to ``top_k`` words or word pairs from its text that pushed it most towards its theme."""
+def evidence(pipeline: Pipeline, features: sp.csr_matrix, rows_explained: np.ndarray, top_k: int = 3) -> np.ndarray:
+    """For each text, up to ``top_k`` words or word pairs from it that pushed it most towards its
+    theme; ``rows_explained`` picks each text's row of weights (``ThemeClassifier.evidence_rows``)."""
     names, weights = _evidence_weights(pipeline)
     X = features[:, : len(names)].tocsr()
     rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-    contribution = X.data * weights[theme_index[rows], X.indices]
+    contribution = X.data * weights[rows_explained[rows], X.indices]
     keep = contribution > 0
     rows, cols, contribution = rows[keep], X.indices[keep], contribution[keep]
     order = np.lexsort((-contribution, rows))
@@ -453,7 +593,7 @@ def tag(pipeline: Pipeline, texts, feedback_types: dict[str, str] | None = None,
     texts = [as_text(t) for t in texts]
     features = pipeline[:-1].transform(texts)
     clf: ThemeClassifier = pipeline.named_steps["classifier"]
-    proba = clf.predict_proba(features)
+    proba, sub_log_p = clf._proba(features)
     classes = [str(c) for c in clf.classes_]
     if given_types is not None and feedback_types:
         proba = restrict_to_given_types(proba, classes, feedback_types, given_types, clf.multi_label)
@@ -466,7 +606,7 @@ def tag(pipeline: Pipeline, texts, feedback_types: dict[str, str] | None = None,
             "theme_confidence": confidence.astype(np.float64),
             "themes": _objects(themes),
             "needs_review": needs_review.astype(bool),
-            "evidence": _objects(evidence(pipeline, features, top)),
+            "evidence": _objects(evidence(pipeline, features, clf.evidence_rows(top, sub_log_p))),
             "feedback_type": _objects([types.get(t, "") for t in theme]),
             "theme_probabilities": _objects(_probabilities_json(proba, classes)),
         }

@@ -71,6 +71,8 @@ class LabelledData:
     dropped: dict[str, int] = field(default_factory=dict)
     source_sha256: str = ""
     taxonomy: Taxonomy | None = None
+    sub_labels: pd.Series | None = None  # finer labels that roll up to ``labels``, when known
+    sub_label_source: str = ""
 
 
 @dataclass
@@ -89,6 +91,7 @@ def load_labelled(
     multi_label: bool = False,
     taxonomy_path: str | Path | None = None,
     crosswalk_path: str | Path | None = None,
+    sub_label_column: str | None = None,
 ) -> LabelledData:
     """Read a labelled export and resolve its labels to themes.
 
@@ -96,9 +99,14 @@ def load_labelled(
     onto the taxonomy (default taxonomy when none is given); with only a taxonomy, labels
     must be its themes or sub-themes (sub-themes roll up); with neither, labels are used as
     they are, so any taxonomy can be learned.
+
+    The finer labels the model also learns (single-label only) are ``sub_label_column`` when
+    given, else the crosswalk's codes, else the taxonomy sub-themes the labels named.
     """
     input_path = Path(input_path)
-    frame = read_table(input_path, [text_column, label_column])
+    if sub_label_column and multi_label:
+        raise InputError(f"{input_path}: --sub-label-column is for single-label training, not --multi-label")
+    frame = read_table(input_path, [text_column, label_column, *([sub_label_column] if sub_label_column else [])])
     dropped = {}
     taxonomy = None
     if crosswalk_path or taxonomy_path:
@@ -119,12 +127,16 @@ def load_labelled(
         dropped["not mapped by crosswalk (neutral, excluded code or polarity)"] = before - len(frame)
         labels = frame["_theme"]
         multi_label = False
+        sub_labels, sub_source = frame[crosswalk.source_column], f"crosswalk codes ({crosswalk.framework})"
     else:
         empty_label = frame[label_column].str.strip() == ""
         dropped["empty label"] = int(empty_label.sum())
         frame = frame[~empty_label]
         labels = frame[label_column].str.strip()
+        sub_labels, sub_source = None, ""
         if taxonomy is not None:
+            if not multi_label:
+                sub_labels, sub_source = labels, "taxonomy sub-themes"
             labels = taxonomy.resolve_labels(labels, multi_label=multi_label, source=str(input_path))
         elif multi_label:
             labels = labels.map(
@@ -132,6 +144,8 @@ def load_labelled(
             )
     if frame.empty:
         raise InputError(f"{input_path}: no labelled rows left to train on (dropped: {dropped})")
+    if sub_label_column:
+        sub_labels, sub_source = frame[sub_label_column], f"column {sub_label_column}"
     return LabelledData(
         texts=frame[text_column].reset_index(drop=True),
         labels=labels.reset_index(drop=True),
@@ -140,6 +154,8 @@ def load_labelled(
         dropped=dropped,
         source_sha256=sha256_of(input_path),
         taxonomy=taxonomy,
+        sub_labels=None if sub_labels is None else sub_labels.reset_index(drop=True),
+        sub_label_source=sub_source if sub_labels is not None else "",
     )
 
 
@@ -155,8 +171,10 @@ def evaluate(
     holdout: float = 0.2,
     cv: int | None = None,
     random_state: int = 42,
+    sub_labels: pd.Series | None = None,
 ) -> dict:
-    """Out-of-sample predictions and metrics: hold-out (default) or k-fold cross-validation."""
+    """Out-of-sample predictions and metrics: hold-out (default) or k-fold cross-validation.
+    ``sub_labels`` are passed to the classifier's fit (see ``ThemeClassifier.fit``)."""
     if cv:
         splitter = (
             KFold(cv, shuffle=True, random_state=random_state)
@@ -175,7 +193,7 @@ def evaluate(
         splits = [(train_idx, test_idx)]
     parts = []
     for train_idx, test_idx in splits:
-        model = clone(pipeline).fit(texts.iloc[train_idx], labels.iloc[train_idx])
+        model = clone(pipeline).fit(texts.iloc[train_idx], labels.iloc[train_idx], **_fit_params(sub_labels, train_idx))
         out = tag(model, texts.iloc[test_idx])
         out["true"] = labels.iloc[test_idx].to_numpy()
         parts.append(out)
@@ -184,6 +202,17 @@ def evaluate(
         "predictions": predictions,
         **metrics_from_predictions(predictions, multi_label),
     }
+
+
+def _fit_params(sub_labels: pd.Series | None, rows=None) -> dict:
+    if sub_labels is None:
+        return {}
+    return {"classifier__sub_labels": (sub_labels if rows is None else sub_labels.iloc[rows]).to_numpy(dtype=object)}
+
+
+def _sub_themes_learned(classifier) -> list:
+    sub = getattr(classifier, "sub_classes_", None)
+    return [] if sub is None else list(sub)
 
 
 def metrics_from_predictions(predictions: pd.DataFrame, multi_label: bool) -> dict:
@@ -306,6 +335,7 @@ def train(
     holdout: float = 0.2,
     cv: int | None = None,
     settings: Settings | None = None,
+    sub_label_column: str | None = None,
 ) -> TrainResult:
     """Train, evaluate and log a theme model to MLflow; optionally save it to a folder and register it.
 
@@ -321,6 +351,7 @@ def train(
         multi_label,
         taxonomy_path,
         crosswalk_path,
+        sub_label_column,
     )
     evaluation_set = None
     if settings.evaluation_file and Path(settings.evaluation_file).is_file():
@@ -328,6 +359,7 @@ def train(
     pipeline = make_pipeline(
         multi_label=data.multi_label,
         target_precision=settings.target_precision,
+        n_jobs=settings.n_jobs,
         random_state=settings.random_state,
     )
     log.info(
@@ -349,8 +381,9 @@ def train(
         holdout=holdout,
         cv=cv,
         random_state=settings.random_state,
+        sub_labels=data.sub_labels,
     )
-    pipeline.fit(data.texts, data.labels)
+    pipeline.fit(data.texts, data.labels, **_fit_params(data.sub_labels))
     seconds = time.monotonic() - started
     classifier = pipeline.named_steps["classifier"]
     metrics = {
@@ -377,6 +410,8 @@ def train(
         else None,
         "review_threshold": classifier.review_threshold_,
         "target_precision": settings.target_precision,
+        "sub_themes_learned": [str(c) for c in _sub_themes_learned(classifier)],
+        "sub_labels_from": data.sub_label_source,
         "training_rows": int(len(data.texts)),
         "training_sha256": data.source_sha256,
         "evaluation": {
@@ -405,6 +440,8 @@ def train(
                 "multi_label": data.multi_label,
                 "crosswalk": Path(crosswalk_path).name if crosswalk_path else "",
                 "taxonomy": data.taxonomy.name if data.taxonomy else "",
+                "sub_labels_from": data.sub_label_source,
+                "sub_themes_learned": len(info["sub_themes_learned"]),
                 "rows": len(data.texts),
                 "evaluation": info["evaluation"]["method"],
                 **{f"classifier.{k}": v for k, v in classifier.get_params().items()},
@@ -498,7 +535,13 @@ def _without_evaluation_set(data: LabelledData, path: Path) -> tuple[LabelledDat
     dropped = {**data.dropped, "in the evaluation set": int(inside.sum())}
     if inside.all():
         raise InputError(f"every row is in the evaluation set {path}; nothing left to train on")
-    kept = replace(data, texts=data.texts[~inside], labels=data.labels[~inside], dropped=dropped)
+    kept = replace(
+        data,
+        texts=data.texts[~inside].reset_index(drop=True),
+        labels=data.labels[~inside].reset_index(drop=True),
+        sub_labels=None if data.sub_labels is None else data.sub_labels[~inside].reset_index(drop=True),
+        dropped=dropped,
+    )
     return kept, f"{path.name}@{evaluation_version(path)}"
 
 
