@@ -130,6 +130,8 @@ def train(
     for theme, row in m["per_theme"].items():
         typer.echo(f"{theme:<32}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>10}")
     typer.echo(f"sent to review: {m['review_rate']:.1%}; precision of the rest: {m['precision_not_reviewed']:.3f}")
+    if result.sub_themes:
+        typer.echo(f"sub-themes learned too: {len(result.sub_themes)} ({result.sub_labels_from})")
     typer.echo(f"MLflow run {result.run_id}; model {result.model_uri}")
     if result.registered_version:
         typer.echo(f"registered {register} version {result.registered_version}")

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         gt=0,
         description="Rows per chunk when streaming a file through the scorer.",
     )
-    n_jobs: int = Field(2, description="Worker processes for scoring (1 = in process).")
+    n_jobs: int = Field(2, description="Worker processes for scoring, threads for training (1 = in process).")
     random_state: int = 42
     drop_folder: Path | None = Field(None, description="Folder of complaint exports; defaults to data_dir/sample.")
     output_folder: Path | None = Field(None, description="Where tagged files go; defaults to data_dir/outputs.")

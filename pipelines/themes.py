@@ -3,7 +3,8 @@
 ``make_pipeline()`` gives ``Redactor -> word + character TF-IDF -> ThemeClassifier``.
 ``ThemeClassifier`` is a linear SVM whose scores are calibrated (temperature scaling for
 single-label, Platt scaling per theme for multi-label) on out-of-fold predictions, with
-decision thresholds chosen on those same out-of-fold predictions:
+decision thresholds chosen on those same out-of-fold predictions. For single-label themes the
+SVM is the average of the fold SVMs, so what is scored is what the calibration saw.
 
 * ``review_threshold_``: the lowest confidence at which tags reach the target precision;
   tags below it get ``needs_review``;
@@ -21,8 +22,11 @@ words whose weights pushed each text most towards its theme.
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import weakref
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,7 @@ from joblib import Parallel, delayed
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
-from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.multiclass import OneVsRestClassifier
@@ -160,22 +164,21 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_with_folds(self, X, targets: dict, folds) -> dict:
-        """For each target (skipping None): an SVM fitted on all rows, and its out-of-fold scores.
-        All fits run as one batch of threads (liblinear releases the GIL), in the targets' order:
-        put the largest problem first."""
-        jobs = [
-            (name, y, train, test)
-            for name, y in targets.items()
-            if y is not None
-            for train, test in [(None, None), *folds]
-        ]
-        done = Parallel(n_jobs=self.n_jobs, prefer="threads")(
-            delayed(_fit_fold)(self._svm(), X, y, train, test) for _, y, train, test in jobs
+        """For each target (skipping None): the average of the SVMs fitted on each fold's
+        training rows (itself a linear SVM), and their out-of-fold scores, which calibrate it.
+        The fits run as one batch of threads (liblinear releases the GIL), in the targets'
+        order: put the largest problem first."""
+        jobs = [(name, y, train) for name, y in targets.items() if y is not None for train, _ in folds]
+        fitted = Parallel(n_jobs=self.n_jobs, prefer="threads")(
+            delayed(self._svm().fit)(X[train], y[train]) for _, y, train in jobs
         )
         out = {}
         for name in dict.fromkeys(job[0] for job in jobs):
-            mine = [d for job, d in zip(jobs, done) if job[0] == name]
-            out[name] = (mine[0], _out_of_fold(mine[1:], folds, X.shape[0]))
+            models = [m for job, m in zip(jobs, fitted) if job[0] == name]
+            oof = np.empty((X.shape[0], len(models[0].classes_)))
+            for model, (_, test) in zip(models, folds):
+                oof[test] = _two_columns(model.decision_function(X[test]))
+            out[name] = (_average_svm(models), oof)
         return out
 
     def _fit_multi_label(self, X, y):
@@ -235,10 +238,10 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
 
     def _scores(self, X) -> tuple[np.ndarray, np.ndarray | None]:
         check_is_fitted(self, "estimator_")
-        scores = _two_columns(self.estimator_.decision_function(X))
+        scores = _two_columns(_linear_scores(self.estimator_, X))
         if getattr(self, "sub_classes_", None) is None:
             return scores, None
-        return self._combine(scores, _two_columns(self.sub_estimator_.decision_function(X)))
+        return self._combine(scores, _two_columns(_linear_scores(self.sub_estimator_, X)))
 
     def decision_function(self, X) -> np.ndarray:
         """Per-theme scores; ``predict_proba`` is their softmax at the fitted temperature."""
@@ -295,23 +298,27 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         return np.where(inside, sub_log_p, -np.inf).argmax(axis=1)
 
 
+def _linear_scores(estimator, X) -> np.ndarray:
+    """``estimator.decision_function(X)``; for a linear SVM on float32 features, the product is
+    taken in float32 (twice as fast, and no float64 copy of the features)."""
+    if isinstance(estimator, LinearSVC) and sp.issparse(X) and X.dtype == np.float32:
+        scores = (X @ estimator.coef_.T.astype(np.float32)).astype(np.float64) + estimator.intercept_
+        return scores.ravel() if scores.shape[1] == 1 else scores
+    return estimator.decision_function(X)
+
+
 def _two_columns(scores: np.ndarray) -> np.ndarray:
     """LinearSVC gives one score column for two classes; make it one per class."""
     return np.column_stack([-scores, scores]) / 2 if scores.ndim == 1 else scores
 
 
-def _fit_fold(estimator, X, y, train, test):
-    """Fit on all rows (``train`` is None) or on one fold, returning the held-out scores."""
-    if train is None:
-        return estimator.fit(X, y)
-    return _two_columns(estimator.fit(X[train], y[train]).decision_function(X[test]))
-
-
-def _out_of_fold(scores: list[np.ndarray], folds, n_rows: int) -> np.ndarray:
-    out = np.empty((n_rows, scores[0].shape[1]))
-    for part, (_, test) in zip(scores, folds):
-        out[test] = part
-    return out
+def _average_svm(models: list[LinearSVC]) -> LinearSVC:
+    """One linear SVM whose weights are the mean of the given ones (same classes): the fold
+    models averaged, so the model scored is what the out-of-fold calibration saw, less noisy."""
+    average = copy.deepcopy(models[0])
+    average.coef_ = np.mean([m.coef_ for m in models], axis=0)
+    average.intercept_ = np.mean([m.intercept_ for m in models], axis=0)
+    return average
 
 
 def _sub_themes(classes, y_index, sub_labels, min_count: int, n_splits: int):
@@ -347,6 +354,70 @@ def _lower_words(doc: str) -> list[str]:
 def _padded_char_ngrams(word: str, low: int, high: int) -> list[str]:
     padded = f" {word} "
     return [padded[i : i + n] for n in range(low, min(high, len(padded)) + 1) for i in range(len(padded) - n + 1)]
+
+
+_WORD = re.compile(r"(?u)\b\w[\w']*\b")
+
+
+class WordNgramVectorizer(TransformerMixin, BaseEstimator):
+    """TF-IDF of words and word pairs, like ``TfidfVectorizer(ngram_range=(1, 2),
+    token_pattern=r"(?u)\\b\\w[\\w']*\\b", sublinear_tf=True)``.
+
+    Gives the same matrix, several times faster to transform: words are looked up once, and
+    word pairs are found as pairs of word columns with one sorted search over the whole batch,
+    instead of building each pair's string in Python.
+    """
+
+    def __init__(self, min_df=2, sublinear_tf=True):
+        self.min_df = min_df
+        self.sublinear_tf = sublinear_tf
+
+    def fit(self, X, y=None):
+        vocabulary = (
+            CountVectorizer(ngram_range=(1, 2), min_df=self.min_df, token_pattern=_WORD.pattern).fit(X).vocabulary_
+        )
+        self.vocabulary_ = {term: int(col) for term, col in vocabulary.items()}
+        # A pair seen in 2+ texts has both words seen in 2+ texts, so both have a column.
+        self.word_columns_ = {term: col for term, col in self.vocabulary_.items() if " " not in term}
+        pairs = [(term.split(" "), col) for term, col in self.vocabulary_.items() if " " in term]
+        keys = np.array([self._pair_key(self.word_columns_[a], self.word_columns_[b]) for (a, b), _ in pairs])
+        order = np.argsort(keys)
+        self.pair_keys_ = keys[order].astype(np.int64)
+        self.pair_columns_ = np.array([col for _, col in pairs], dtype=np.int64)[order]
+        self.tfidf_ = TfidfTransformer(sublinear_tf=self.sublinear_tf).fit(self._counts(X))
+        return self
+
+    def _pair_key(self, first, second):
+        return first * len(self.vocabulary_) + second
+
+    def _counts(self, X) -> sp.csr_matrix:
+        tokens = [_WORD.findall(doc.lower()) for doc in X]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        flat = list(chain.from_iterable(tokens))
+        word = np.fromiter((self.word_columns_.get(t, -1) for t in flat), dtype=np.int64, count=len(flat))
+        doc = np.repeat(np.arange(len(tokens)), lengths)
+        known = word >= 0
+        rows, cols = [doc[known]], [word[known]]
+        pair = (doc[1:] == doc[:-1]) & known[1:] & known[:-1]
+        if len(self.pair_keys_) and pair.any():
+            keys = self._pair_key(word[:-1][pair], word[1:][pair])
+            at = np.minimum(np.searchsorted(self.pair_keys_, keys), len(self.pair_keys_) - 1)
+            found = self.pair_keys_[at] == keys
+            rows.append(doc[:-1][pair][found])
+            cols.append(self.pair_columns_[at[found]])
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        counts = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(tokens), len(self.vocabulary_))
+        )
+        counts.sum_duplicates()
+        return counts
+
+    def transform(self, X) -> sp.csr_matrix:
+        check_is_fitted(self, "vocabulary_")
+        return self.tfidf_.transform(self._counts(X)).astype(np.float32)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.array(sorted(self.vocabulary_, key=self.vocabulary_.get), dtype=object)
 
 
 class CharNgramVectorizer(TransformerMixin, BaseEstimator):
@@ -447,16 +518,7 @@ def make_pipeline(
         [
             # Words and word pairs carry meaning and are readable as evidence; min_df=2 keeps
             # one-off tokens (often names or typos) out of the vocabulary.
-            (
-                "words",
-                TfidfVectorizer(
-                    ngram_range=(1, 2),
-                    sublinear_tf=True,
-                    min_df=2,
-                    dtype=np.float32,
-                    token_pattern=r"(?u)\b\w[\w']*\b",
-                ),
-            ),
+            ("words", WordNgramVectorizer(min_df=2)),
             # Character n-grams within words survive misspellings and inflections.
             (
                 "chars",
@@ -620,6 +682,7 @@ TRUSTED_TYPES = [
     "pipelines.text.Redactor",
     "pipelines.themes.ThemeClassifier",
     "pipelines.themes.CharNgramVectorizer",
+    "pipelines.themes.WordNgramVectorizer",
 ]
 
 

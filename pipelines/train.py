@@ -82,6 +82,8 @@ class TrainResult:
     metrics: dict
     registered_version: str | None = None
     model_dir: Path | None = None
+    sub_themes: list[str] = field(default_factory=list)
+    sub_labels_from: str = ""
 
 
 def load_labelled(
@@ -521,6 +523,8 @@ def train(
         {**metrics, "train_seconds": seconds},
         version,
         Path(model_dir) if model_dir else None,
+        info["sub_themes_learned"],
+        data.sub_label_source,
     )
 
 

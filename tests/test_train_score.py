@@ -22,6 +22,8 @@ def test_train_reports_metrics_and_registers(council_model):
     for theme in ["quality_of_service", "communication", "process_not_followed", "general_service", "staff_behaviour"]:
         assert theme in out
     assert "registered complaint-themes version 1" in out
+    # The crosswalk's FFT codes are learned as sub-themes of the council themes.
+    assert "sub-themes learned too:" in out and "crosswalk codes (nhs_fft_phase1)" in out
 
 
 def test_mlflow_run_has_params_metrics_plots_data_hash_and_commit(council_model, settings, public_data_dir):
@@ -112,6 +114,16 @@ def test_train_on_any_taxonomy_with_cross_validation(tmp_path, fft, state_dir):
     result = run_cli("train", "--input", str(path), "--text-column", "feedback", "--label-column", "label", "--cv", "3",
                      state_dir=state_dir, check=True)  # fmt: skip
     assert "Couldn't be improved" in result.stdout and "Transition/coordination" in result.stdout
+    assert "sub-themes learned" not in result.stdout
+    # The same export with its sub-categories learned too.
+    result = run_cli("train", "--input", str(path), "--text-column", "feedback", "--label-column", "label",
+                     "--sub-label-column", "code", "--cv", "3", state_dir=state_dir, check=True)  # fmt: skip
+    assert "sub-themes learned too:" in result.stdout and "(column code)" in result.stdout
+    # Sub-labels are one per row, so they cannot go with multi-label training.
+    result = run_cli("train", "--input", str(path), "--text-column", "feedback", "--label-column", "label",
+                     "--sub-label-column", "code", "--multi-label", state_dir=state_dir)  # fmt: skip
+    assert result.returncode == 2
+    assert "--sub-label-column is for single-label training" in result.stderr.strip().splitlines()[-1]
 
 
 def test_a_given_feedback_type_restricts_the_theme_to_that_types_themes(council_model, fft):
