@@ -238,10 +238,10 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
 
     def _scores(self, X) -> tuple[np.ndarray, np.ndarray | None]:
         check_is_fitted(self, "estimator_")
-        scores = _two_columns(_linear_scores(self.estimator_, X))
+        scores = _two_columns(self.estimator_.decision_function(X))
         if getattr(self, "sub_classes_", None) is None:
             return scores, None
-        return self._combine(scores, _two_columns(_linear_scores(self.sub_estimator_, X)))
+        return self._combine(scores, _two_columns(self.sub_estimator_.decision_function(X)))
 
     def decision_function(self, X) -> np.ndarray:
         """Per-theme scores; ``predict_proba`` is their softmax at the fitted temperature."""
@@ -296,15 +296,6 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
             return theme_index
         inside = self.sub_parent_[None, :] == np.asarray(theme_index)[:, None]
         return np.where(inside, sub_log_p, -np.inf).argmax(axis=1)
-
-
-def _linear_scores(estimator, X) -> np.ndarray:
-    """``estimator.decision_function(X)``; for a linear SVM on float32 features, the product is
-    taken in float32 (twice as fast, and no float64 copy of the features)."""
-    if isinstance(estimator, LinearSVC) and sp.issparse(X) and X.dtype == np.float32:
-        scores = (X @ estimator.coef_.T.astype(np.float32)).astype(np.float64) + estimator.intercept_
-        return scores.ravel() if scores.shape[1] == 1 else scores
-    return estimator.decision_function(X)
 
 
 def _two_columns(scores: np.ndarray) -> np.ndarray:
