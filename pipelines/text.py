@@ -49,7 +49,7 @@ _POSTCODE = re.compile(
 # asks for an @, a run of 3 digits (phones, NHS numbers), two letters then two digits (NI
 # numbers), a digit then two letters at a word end (postcodes), or a title.
 _TITLE_WORD = re.compile(r"\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
-_MAYBE = re.compile(r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
+_MAYBE = re.compile(r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b")  # on lower-cased text: faster than IGNORECASE
 _LIKELY = re.compile(r"@|\d{3}|[a-z]{2}\s?\d{2}|\d[a-z]{2}\b|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
 
 PLACEHOLDERS = {
@@ -71,8 +71,7 @@ _QUOTES = str.maketrans(
         "\u2014": "-",
     }
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SPACE = re.compile(r"\s+")
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x08\x0e-\x1f\x7f]+")
 
 
 def nhs_number_is_valid(digits: str) -> bool:
@@ -94,8 +93,9 @@ def as_text(value) -> str:
 
 def normalise(text: str) -> str:
     """Unicode-normalised text with plain quotes and dashes, no control characters, single spaces."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    return _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
+    if not text.isascii():  # NFKC and the quote table change nothing in ASCII text
+        text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    return _SPACE_OR_CONTROL.sub(" ", text).strip()
 
 
 @Language.factory("identifier_finder")
@@ -209,7 +209,7 @@ def redact_doc(doc: Doc, text: str | None = None) -> str:
 def redact(texts: Iterable[str]) -> list[str]:
     """Normalised texts with personal identifiers replaced by placeholders (``[NAME]``, ``[EMAIL]``...)."""
     out = [normalise(as_text(t)) for t in texts]
-    candidates = [i for i, t in enumerate(out) if _MAYBE.search(t) and _LIKELY.search(t)]
+    candidates = [i for i, t in enumerate(out) if _MAYBE.search(t.lower()) and _LIKELY.search(t)]
     if candidates:
         nlp = make_nlp()
         finder = nlp.get_pipe("identifier_finder")
