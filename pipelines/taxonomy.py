@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -111,13 +112,16 @@ class Taxonomy:
 
 @dataclass(frozen=True)
 class Crosswalk:
-    """Maps another framework's codes, split by polarity, onto council themes, with a reason each."""
+    """Maps another framework onto council themes, split by polarity, with a reason each: by the
+    framework theme a row's code belongs to (``group_column``), with per-code exceptions."""
 
     framework: str
     source_column: str
+    group_column: str | None
     polarity_column: str | None
-    targets: dict[tuple[str, str], str | None]  # (code, feedback type) -> council label or None
-    reasons: dict[str, str]
+    group_targets: dict[tuple[str, str], str | None]  # (framework theme, feedback type) -> target or None
+    code_targets: dict[tuple[str, str], str | None]  # (code, feedback type) -> target or None: exceptions
+    reasons: dict[str, str]  # framework theme or code -> why
 
     @classmethod
     def from_file(cls, path: str | Path) -> Crosswalk:
@@ -127,38 +131,51 @@ class Crosswalk:
         except FileNotFoundError:
             raise TaxonomyError(f"crosswalk file not found: {path}") from None
         polarity = raw.get("polarity") or {}
-        targets, reasons = {}, {}
-        for i, m in enumerate(raw.get("mappings") or [], start=1):
-            if "code" not in m or "reason" not in m:
-                raise TaxonomyError(f"{path}: mapping {i} needs 'code' and 'reason'")
-            code = str(m["code"])
-            reasons[code] = str(m["reason"])
-            for ftype in ("complaint", "compliment"):
-                if ftype in m:
-                    targets[(code, ftype)] = m[ftype]
+        reasons: dict[str, str] = {}
+
+        def decisions(section: str, key: str) -> dict:
+            targets = {}
+            for i, m in enumerate(raw.get(section) or [], start=1):
+                if key not in m or "reason" not in m:
+                    raise TaxonomyError(f"{path}: {section} entry {i} needs '{key}' and 'reason'")
+                reasons[str(m[key])] = str(m["reason"])
+                targets.update({(str(m[key]), t): m[t] for t in ("complaint", "compliment") if t in m})
+            return targets
+
+        # "mappings" is the earlier name for per-code decisions, kept so older files still load.
+        group_targets = decisions("groups", "group")
+        code_targets = {**decisions("mappings", "code"), **decisions("exceptions", "code")}
+        if group_targets and not raw.get("group_column"):
+            raise TaxonomyError(f"{path}: 'groups' need a 'group_column' naming the framework's theme column")
         return cls(
             framework=str(raw.get("framework", path.stem)),
             source_column=str(raw.get("source_column", "code")),
+            group_column=raw.get("group_column"),
             polarity_column=polarity.get("column"),
-            targets=targets,
+            group_targets=group_targets,
+            code_targets=code_targets,
             reasons=reasons,
         )
 
     def check_against(self, taxonomy: Taxonomy) -> None:
         known = taxonomy.roll_up()
-        bad = sorted({t for t in self.targets.values() if t is not None and t not in known})
+        targets = [*self.group_targets.values(), *self.code_targets.values()]
+        bad = sorted({t for t in targets if t is not None and t not in known})
         if bad:
             raise TaxonomyError(f"crosswalk {self.framework}: targets not in taxonomy {taxonomy.name}: {bad}")
 
     def apply(self, frame: pd.DataFrame, taxonomy: Taxonomy, label_column: str = "theme") -> pd.DataFrame:
         """Rows mapped to council themes in ``label_column``; rows that do not map are dropped.
 
-        Polarity: a negative value in the polarity column is a complaint, a positive one a
-        compliment; zero (neutral) and non-numeric values have no polarity and are dropped.
+        A code listed as an exception takes its own decision for that polarity; any other row
+        takes its framework theme's. Polarity: a negative value in the polarity column is a
+        complaint, a positive one a compliment; zero (neutral) and non-numeric values have no
+        polarity and are dropped.
         """
         self.check_against(taxonomy)
-        if self.source_column not in frame.columns:
-            raise TaxonomyError(f"crosswalk {self.framework}: input has no column {self.source_column!r}")
+        for column in filter(None, [self.source_column, self.group_column]):
+            if column not in frame.columns:
+                raise TaxonomyError(f"crosswalk {self.framework}: input has no column {column!r}")
         codes = frame[self.source_column].astype(str).str.strip()
         if self.polarity_column:
             score = pd.to_numeric(frame[self.polarity_column], errors="coerce")
@@ -167,10 +184,21 @@ class Crosswalk:
             polarity[score > 0] = "compliment"
         else:
             polarity = pd.Series("complaint", index=frame.index, dtype="object")
-        lookup = pd.Series(self.targets, dtype="object")
-        keys = pd.MultiIndex.from_arrays([codes, polarity.astype("object")])
-        target = lookup.reindex(keys).to_numpy()
+        polarity = polarity.astype("object")
+        target = _lookup(self.code_targets, codes, polarity)
+        if self.group_column:
+            groups = frame[self.group_column].astype(str).str.strip()
+            listed = pd.MultiIndex.from_arrays([codes, polarity]).isin(list(self.code_targets))
+            target = np.where(listed, target, _lookup(self.group_targets, groups, polarity))
         out = frame.assign(**{label_column: target})
         out = out[out[label_column].notna()].copy()
         out[label_column] = out[label_column].map(taxonomy.roll_up())
         return out
+
+
+def _lookup(targets: dict, keys: pd.Series, polarity: pd.Series) -> np.ndarray:
+    """Each row's target for its (key, polarity); None where the pair is not listed."""
+    table = pd.Series(targets, dtype="object")
+    if table.empty:
+        return np.full(len(keys), None, dtype=object)
+    return table.reindex(pd.MultiIndex.from_arrays([keys, polarity])).to_numpy()

@@ -50,12 +50,32 @@ def test_duplicate_theme_names_are_rejected(tmp_path):
         Taxonomy.from_file(bad)
 
 
-def test_crosswalk_covers_every_fft_code_with_a_reason(fft):
+def test_crosswalk_decides_every_fft_theme_and_lists_only_real_codes(fft):
     crosswalk = Crosswalk.from_file(CROSSWALK)
     crosswalk.check_against(Taxonomy.from_file(TAXONOMY))
-    codes = set(fft["code"])
-    assert codes <= set(crosswalk.reasons), codes - set(crosswalk.reasons)
-    assert all(len(r) > 20 for r in crosswalk.reasons.values())
+    # Every framework theme in the data has a decision for both polarities, with a reason...
+    for theme in set(fft["label"]):
+        assert {(theme, "complaint"), (theme, "compliment")} <= set(crosswalk.group_targets), theme
+    # ...and every exception names a code the data has.
+    exceptions = {code for code, _ in crosswalk.code_targets}
+    assert exceptions <= set(fft["code"]), exceptions - set(fft["code"])
+    assert all(len(r) > 10 for r in crosswalk.reasons.values())
+
+
+def test_a_crosswalk_exception_overrides_its_theme_for_the_polarities_it_gives(tmp_path):
+    tax = Taxonomy.from_file(TAXONOMY)
+    path = tmp_path / "walk.yaml"
+    path.write_text(
+        "source_column: code\ngroup_column: label\npolarity: {column: score}\n"
+        "groups:\n  - {group: Staff, complaint: staff_conduct, compliment: staff_behaviour, reason: staff}\n"
+        "exceptions:\n  - {code: sl, complaint: process_not_followed, reason: staffing levels}\n"
+        "  - {code: zz, compliment: null, reason: excluded praise}\n"
+    )
+    rows = pd.DataFrame({"code": ["sa", "sl", "sl", "zz", "zz"], "label": ["Staff"] * 5, "score": [-1, -2, 3, -1, 2]})
+    mapped = Crosswalk.from_file(path).apply(rows, tax)
+    assert mapped["theme"].tolist() == ["quality_of_service", "process_not_followed", "staff_behaviour",
+                                        "quality_of_service"]  # fmt: skip
+    assert mapped.index.tolist() == [0, 1, 2, 3]  # the excluded praise (row 4) is dropped
 
 
 def test_crosswalk_polarity_splits_complaints_from_compliments(fft):
