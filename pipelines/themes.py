@@ -281,12 +281,10 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         or, with sub-themes, towards each sub-theme and its theme (rows of ``sub_classes_``)."""
         if self.multi_label:
             return np.vstack([e.coef_ for e in self.estimator_.estimators_])
-        coef = self.estimator_.coef_
-        coef = np.vstack([-coef, coef]) / 2 if coef.shape[0] == 1 else coef
+        coef = _two_rows(self.estimator_.coef_)
         if getattr(self, "sub_classes_", None) is None:
             return coef
-        sub = self.sub_estimator_.coef_
-        sub = np.vstack([-sub, sub]) / 2 if sub.shape[0] == 1 else sub
+        sub = _two_rows(self.sub_estimator_.coef_)
         return 0.5 * coef[self.sub_parent_] / self.theme_temperature_ + 0.5 * sub / self.sub_temperature_
 
     def evidence_rows(self, theme_index: np.ndarray, sub_log_p: np.ndarray | None) -> np.ndarray:
@@ -301,6 +299,11 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
 def _two_columns(scores: np.ndarray) -> np.ndarray:
     """LinearSVC gives one score column for two classes; make it one per class."""
     return np.column_stack([-scores, scores]) / 2 if scores.ndim == 1 else scores
+
+
+def _two_rows(coef: np.ndarray) -> np.ndarray:
+    """The weights behind :func:`_two_columns`: one row per class."""
+    return _two_columns(coef[0]).T if coef.shape[0] == 1 else coef
 
 
 def _average_svm(models: list[LinearSVC]) -> LinearSVC:
@@ -364,10 +367,9 @@ class WordNgramVectorizer(TransformerMixin, BaseEstimator):
         self.sublinear_tf = sublinear_tf
 
     def fit(self, X, y=None):
-        vocabulary = (
-            CountVectorizer(ngram_range=(1, 2), min_df=self.min_df, token_pattern=_WORD.pattern).fit(X).vocabulary_
-        )
-        self.vocabulary_ = {term: int(col) for term, col in vocabulary.items()}
+        counter = CountVectorizer(ngram_range=(1, 2), min_df=self.min_df, token_pattern=_WORD.pattern)
+        counts = counter.fit_transform(X)
+        self.vocabulary_ = {term: int(col) for term, col in counter.vocabulary_.items()}
         # A pair seen in 2+ texts has both words seen in 2+ texts, so both have a column.
         self.word_columns_ = {term: col for term, col in self.vocabulary_.items() if " " not in term}
         pairs = [(term.split(" "), col) for term, col in self.vocabulary_.items() if " " in term]
@@ -375,7 +377,7 @@ class WordNgramVectorizer(TransformerMixin, BaseEstimator):
         order = np.argsort(keys)
         self.pair_keys_ = keys[order].astype(np.int64)
         self.pair_columns_ = np.array([col for _, col in pairs], dtype=np.int64)[order]
-        self.tfidf_ = TfidfTransformer(sublinear_tf=self.sublinear_tf).fit(self._counts(X))
+        self.tfidf_ = TfidfTransformer(sublinear_tf=self.sublinear_tf).fit(counts)
         return self
 
     def _pair_key(self, first, second):

@@ -146,7 +146,7 @@ def test_calibrated_confidence_tracks_accuracy(fitted, fft_split):
     ece = frame.groupby("bin").apply(
         lambda g: len(g) * abs(g["conf"].mean() - g["ok"].mean()), include_groups=False
     ).sum() / len(frame)
-    assert ece < 0.07  # 0.064 measured with sub-themes learned (0.053 for themes only); 10 bins, 2,061 texts
+    assert ece < 0.07  # was 0.06 before sub-themes: their probabilities leave the top bin a little over-confident
 
 
 def test_evidence_words_come_from_the_text_and_support_the_theme(fitted):
