@@ -221,10 +221,12 @@ def learning(
     """
     import shutil
 
+    from pipelines.encoder import get_encoder
     from pipelines.learning import log_grouping, run_learning
 
     settings = get_settings()
     grouping_dir = grouping or settings.state / "learning" / "grouping"
+    _guarded(lambda: get_encoder(settings.encoder_dir))  # no verified encoder: exit 2, nothing touched
     if fresh and grouping_dir.exists():
         shutil.rmtree(grouping_dir)
     summary = _guarded(
@@ -240,6 +242,7 @@ def learning(
             team_column=team_column,
             name_column=name_column,
             random_state=seed,
+            encoder_dir=settings.encoder_dir,
         )
     )
     log_grouping(grouping_dir, summary, settings)

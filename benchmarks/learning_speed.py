@@ -1,26 +1,31 @@
-"""Grouping speed and memory on 20,000 learning points drawn from real text.
+"""Grouping speed and memory: 20,000 learning points from scratch, then a nightly update.
 
 Writes benchmarks/results/learning_speed.json. Run:
-    LFF_PUBLIC_DATA_DIR=../shared/data .venv/bin/python benchmarks/learning_speed.py [--points 20000]
+    LFF_PUBLIC_DATA_DIR=../shared/data nice -n 10 .venv/bin/python benchmarks/learning_speed.py [--points 20000]
 
 Points: the learning points extracted from the coroners' reports, plus sentences of their
 concerns and circumstances, plus NHS FFT comments (phase 1 and v6), until --points are reached
-(real text throughout). Measures fit_groups (lemmatise, represent, choose k, cluster, name)
-wall time and the process's peak resident memory.
+(real text throughout). Measures fit_groups from scratch (embed every point with the sentence
+encoder, group, name), the encoder's own rate (texts per second), the process's peak resident
+memory, and a nightly update: the saved grouping loaded and --new points never seen added
+(only those are embedded).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from pipelines.datasets import fetch_fft_phase1, fetch_fft_v6, fetch_pfd_reports, fetch_pfd_reviews
-from pipelines.learning import extract_review_points, fit_groups
+from pipelines.encoder import BATCH_SIZE, MAX_SEQ_LENGTH, get_encoder
+from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups
 from pipelines.text import make_nlp
 
 RESULTS = Path(__file__).parent / "results" / "learning_speed.json"
@@ -46,30 +51,71 @@ def real_points(n: int) -> pd.DataFrame:
         position=lambda f: f.groupby("report_id").cumcount() + 1000
     )
     frame = pd.concat([points[["report_id", "position", "point_text"]], more], ignore_index=True)
-    while len(frame) < n:  # repeat real text if the sources run short, with distinct positions
-        frame = pd.concat([frame, frame.assign(position=frame["position"] + 100_000)], ignore_index=True)
+    frame = frame.drop_duplicates("point_text", ignore_index=True)  # every text is embedded once
+    if len(frame) < n:
+        raise SystemExit(f"only {len(frame):,} distinct real texts; ask for fewer points")
     return frame.head(n).assign(section="", date="", team="")
+
+
+class TimedEncoder:
+    """The verified encoder, counting the texts it embeds and the seconds it takes."""
+
+    def __init__(self, encoder):
+        self.encoder, self.texts, self.seconds = encoder, 0, 0.0
+
+    @property
+    def info(self):
+        return self.encoder.info
+
+    def encode(self, texts, progress=False):
+        started = time.perf_counter()
+        vectors = self.encoder.encode(texts, progress=progress)
+        self.seconds += time.perf_counter() - started
+        self.texts += len(texts)
+        return vectors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=20_000)
+    parser.add_argument("--new", type=int, default=100, help="new points in the nightly update")
     args = parser.parse_args()
-    points = real_points(args.points)
-    distinct = points["point_text"].nunique()
+    everything = real_points(args.points + args.new)
+    points, later = everything.head(args.points), everything.tail(args.new)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    grouping, assigned = fit_groups(points, random_state=0)
+    encoder = TimedEncoder(get_encoder())  # verifying the weights' hashes is part of the run
+    grouping, assigned = fit_groups(points, encoder=encoder, random_state=0, progress=True)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        grouping.save(Path(tmp))
+        nightly = TimedEncoder(encoder.encoder)
+        started = time.perf_counter()
+        updated, _ = assign_groups(Grouping.load(Path(tmp)), pd.concat([points, later], ignore_index=True), nightly)
+        updated.save(Path(tmp))
+        nightly_seconds = time.perf_counter() - started
     results = {
         "points": len(points),
-        "distinct_texts": int(distinct),
+        "distinct_texts": int(points["point_text"].nunique()),
+        "mean_point_chars": float(points["point_text"].str.len().mean()),
         "groups": len(grouping.group_ids),
-        "ungrouped_share": float((assigned == -1).mean()),
+        "not_yet_recurring_share": float((assigned == -1).mean()),
         "fit_seconds": seconds,
+        "encoder_texts": encoder.texts,
+        "encoder_seconds": encoder.seconds,
+        "encoder_texts_per_second": encoder.texts / encoder.seconds,
+        "grouping_seconds_besides_encoding": seconds - encoder.seconds,
         "peak_rss_mb_process": peak,
         "rss_mb_before_fit": before,
+        "nightly_new_points": args.new,
+        "nightly_points_embedded": nightly.texts,
+        "nightly_update_seconds": nightly_seconds,
+        "nightly_new_groups": len(updated.group_ids) - len(grouping.group_ids),
+        "encoder_batch_size": BATCH_SIZE,
+        "encoder_max_seq_length": MAX_SEQ_LENGTH,
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
     }
     print(json.dumps(results, indent=1))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

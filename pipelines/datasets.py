@@ -18,6 +18,7 @@ CHECKSUMS = {
     "nhs_fft_phase1.csv": "ac7046ed9686e6fc3355ad883a28e1c4d4498944d291799fad476de9d11a9518",
     "nhs_fft_v6_neas.csv": "ceef575ef0158bb0739e22a8fa37a5beeb640dcdb97095f3cff01cfb876f3805",
     "pfd_suicide_reports.csv": "3df877ec987a35d0aafc303615091f7827b5db8b265c84bebfa2bd99c4487f9c",
+    "pfd_road_traffic_dev.csv": "35004df8d137ccaa7fb4cb7c5e0a4410532c35b8e4f1eaab25973b12abf025d7",
 }
 FFT_V6_FIRST_LABEL = "Not assigned"
 
@@ -90,9 +91,25 @@ def fetch_pfd_reviews(data_home=None) -> pd.DataFrame:
     """The coroners' reports as reviews for :mod:`pipelines.learning`: ``report_id``, ``text``
     (the matters of concern), ``date``, ``team`` (empty) and ``names`` (the deceased's name
     words, from "the death of ..." in the investigation, for redaction)."""
+    return pfd_as_reviews(fetch_pfd_reports(data_home))
+
+
+def fetch_pfd_road_traffic(data_home=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Coroners' reports after road deaths, for developing the grouping: (reports, theme labels).
+
+    Labels: one boolean column per theme (the columns between ``concerns`` and ``age``),
+    indexed by report id; silver labels, a guide rather than the truth."""
+    pfd = _read(dataset_path("pfd_road_traffic_dev.csv", data_home))
+    columns = list(pfd.columns)
+    themes = columns[columns.index("concerns") + 1 : columns.index("age")]
+    labels = pfd.set_index("id")[themes].apply(lambda s: s.astype(str).str.lower() == "true")
+    return pfd, labels
+
+
+def pfd_as_reviews(pfd: pd.DataFrame) -> pd.DataFrame:
+    """Coroners' reports as reviews: their matters of concern, date and the deceased's name words."""
     from pipelines.text import person_names
 
-    pfd = fetch_pfd_reports(data_home)
     return pd.DataFrame(
         {
             "report_id": pfd["id"],

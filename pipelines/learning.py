@@ -6,16 +6,19 @@ bulleted items, paragraphs under learning headings (Learning, Analysis, Concerns
 Recommendations, Actions), and sentences when there is no structure; boilerplate that is
 not learning ("This report is being sent to...") is dropped and identifiers are redacted.
 
-Grouping represents each point by the word vectors of its lemmas, learnt from the reviews'
-own text (words used in the same contexts get near vectors, so paraphrases meet), clusters
-them with the number of groups chosen by silhouette, names each
-group by its most distinctive phrase, and saves the grouping so that a later run assigns
-new points to the existing groups (same ids and names) and opens new groups only for what
-does not fit.
+Grouping represents each point by a pretrained sentence encoder (:mod:`pipelines.encoder`,
+so paraphrases meet), sends points close to a seed theme of the council's learning framework
+to it, and groups the rest by average linkage at a fixed similarity: as many groups as the
+reviews hold. A group spanning two or more reviews is a recurring learning point; points
+that recur nowhere stay "not yet recurring" (group -1). Each group is named by its most
+distinctive phrase. The grouping is saved (with every point's embedding) so that a later
+run assigns new points to the existing groups (same ids and names), opens new groups only
+for what recurs and fits none, and embeds only the points it has not seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -25,10 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.cluster import KMeans, kmeans_plusplus
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.metrics import silhouette_score
+from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.preprocessing import normalize
 from spacy.lang.en.stop_words import STOP_WORDS
 
@@ -88,47 +88,6 @@ _BOILERPLATE = re.compile(
     re.IGNORECASE,
 )
 MIN_POINT_CHARS = 25
-# Word vectors: co-occurrence within WORD_WINDOW words, reduced to WORD_DIMENSIONS.
-WORD_WINDOW = 5
-WORD_DIMENSIONS = 100
-REPRESENTATION = "ppmi-word-vectors-1"
-MAX_GROUPS = 60
-MIN_GROUP_POINTS = 3
-SILHOUETTE_SAMPLE = 3000
-UNGROUPED_SHARE = 0.05
-# Words of the review process itself, common to every review whatever its learning.
-GROUPING_STOP_WORDS = sorted(
-    STOP_WORDS
-    | {
-        "redacted",
-        "name",
-        "inquest",
-        "hear",
-        "evidence",
-        "coroner",
-        "concern",
-        "concerned",
-        "death",
-        "deceased",
-        "die",
-        "report",
-        "court",
-        "find",
-        "matter",
-        "opinion",
-        "tell",
-        "say",
-        "state",
-        "note",
-        "review",
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "ll",
-        "ve",
-    }
-)
 LONG_PARAGRAPH_CHARS = 600
 
 
@@ -242,6 +201,24 @@ def _sentences(text: str) -> list[str]:
 
 # -- grouping ----------------------------------------------------------------------------
 POINT_COLUMNS = ["report_id", "position", "section", "point_text", "date", "team"]
+REPRESENTATION = "minilm-sentence-groups-1"
+# Points are compared after removing what all of them share (the mean of the points first
+# grouped: every review is "about" the same kind of failing), so the similarity measures what
+# distinguishes them. Two clusters merge while their points' mean cosine similarity (average
+# linkage) is at least GROUP_SIMILARITY: the number of groups follows from it and the data.
+GROUP_SIMILARITY = 0.2
+# A point joins a seed theme when it is this close to the theme's description or examples.
+SEED_SIMILARITY = 0.35
+# Average linkage holds every pairwise distance: beyond this many points at once, the rest
+# are assigned to the groups found and their leftovers grouped in further rounds.
+LINKAGE_POINTS = 4000
+# The lowest share of members' similarity to their group's centre a new point must reach
+# to join the group (a quantile over all fitted members).
+JOIN_QUANTILE = 0.05
+# Fewer points than this share too little to estimate what they share: no offset.
+MIN_OFFSET_POINTS = 20
+MIN_REVIEWS = 2  # a group is a recurring learning point when it spans this many reviews
+NOT_RECURRING = -1
 
 
 def point_key(frame: pd.DataFrame) -> pd.Series:
@@ -250,44 +227,74 @@ def point_key(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.util.hash_array(raw.to_numpy(dtype=object)).astype("uint64").astype(str), index=frame.index)
 
 
+def text_keys(texts: list[str]) -> list[str]:
+    """A text's key in the embedding cache (identical texts share an embedding)."""
+    return [hashlib.sha1(t.encode("utf-8")).hexdigest()[:20] for t in texts]
+
+
 @dataclass
 class Grouping:
-    """Everything a later run needs to put new points into the same groups."""
+    """Everything a later run needs to put new points into the same groups: the encoder's
+    record, the groups' centres and names, every point's group and every text's embedding."""
 
-    vectorizer: TfidfVectorizer
-    word_vectors: np.ndarray  # one row per term of the vectorizer
-    common: np.ndarray  # (1, dimensions): the direction every point shares, removed
+    encoder: dict  # name, revision, sha256 of the weights the embeddings come from
+    offset: np.ndarray  # what every point shares, removed before comparing them
     centroids: np.ndarray
     group_ids: list[int]
     labels: list[str]
     assign_threshold: float
     next_id: int
-    # A new group must be as tight as a typical fitted one (median over groups of the mean
-    # similarity between two of its points), or a few stray points would open groups that
-    # teach nothing.
-    new_group_threshold: float
-    assignments: dict[str, int] = field(default_factory=dict)  # point key -> group id
+    assignments: dict[str, int] = field(default_factory=dict)  # point key -> group id (-1: not yet recurring)
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # text key -> unit vector
+    seeds: list[str] = field(default_factory=list)  # names of the seed themes, the first groups
     random_state: int = 0
 
-    def embed(self, lemmas: list[str]) -> np.ndarray:
-        return _embed(self.vectorizer.transform(lemmas), self.word_vectors, self.common)
+    def embed(self, texts: list[str], encoder, progress: bool = False) -> np.ndarray:
+        """Unit vectors of ``texts``: from the cache when seen before, else from ``encoder``
+        (whose record must be the one the grouping was made with)."""
+        if encoder.info != self.encoder:
+            raise EncoderMismatch(
+                f"the saved grouping was made with encoder {self.encoder.get('name')} "
+                f"{self.encoder.get('revision')}; this one is {encoder.info.get('name')} "
+                f"{encoder.info.get('revision')}: regroup from scratch (--fresh) to change encoder"
+            )
+        keys = text_keys(texts)
+        missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.embeddings}.items())
+        if missing:
+            vectors = encoder.encode([t for _, t in missing], progress=progress)
+            self.embeddings.update({k: v for (k, _), v in zip(missing, vectors)})
+        return self.cached(texts)
 
-    # -- persistence (skops for the vectorizer, .npz for arrays, JSON for the rest) --------
+    def cached(self, texts: list[str]) -> np.ndarray:
+        """Vectors of texts already embedded (every point fitted or assigned is), less the offset."""
+        if not texts:
+            return np.zeros((0, len(self.offset)))
+        return self.centred(np.vstack([self.embeddings[k] for k in text_keys(texts)]))
+
+    def centred(self, vectors: np.ndarray) -> np.ndarray:
+        return normalize(vectors.astype(np.float64) - self.offset)
+
+    # -- persistence (.npz for arrays, JSON for the rest; no pickles) ------------------------
     def save(self, folder: Path) -> Path:
-        import skops.io as sio
-
         folder.mkdir(parents=True, exist_ok=True)
-        sio.dump({"vectorizer": self.vectorizer}, folder / "representation.skops")
-        np.savez(folder / "word_vectors.npz", word_vectors=self.word_vectors, common=self.common)
+        keys = sorted(self.embeddings)
+        vectors = np.vstack([self.embeddings[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
+        np.savez(
+            folder / "embeddings.npz",
+            keys=np.asarray(keys, dtype="U20"),
+            vectors=vectors.astype(np.float32),
+            centroids=self.centroids,
+            offset=self.offset,
+        )
         state = {
             "representation": REPRESENTATION,
-            "centroids": self.centroids.tolist(),
+            "encoder": self.encoder,
             "group_ids": self.group_ids,
             "labels": self.labels,
             "assign_threshold": self.assign_threshold,
-            "new_group_threshold": self.new_group_threshold,
             "next_id": self.next_id,
             "assignments": self.assignments,
+            "seeds": self.seeds,
             "random_state": self.random_state,
         }
         (folder / "groups.json").write_text(json.dumps(state, sort_keys=True))
@@ -295,281 +302,274 @@ class Grouping:
 
     @classmethod
     def load(cls, folder: Path) -> Grouping:
-        import skops.io as sio
-
         state = json.loads((folder / "groups.json").read_text())
         if state.get("representation") != REPRESENTATION:
             raise ValueError(
                 f"{folder}: this grouping was saved by an earlier version with another representation; "
-                "move the folder away to group from scratch (group ids will be new)"
+                "move the folder away (or pass --fresh) to group from scratch (group ids will be new)"
             )
-        path = folder / "representation.skops"
-        untrusted = sio.get_untrusted_types(file=path)
-        unexpected = [t for t in untrusted if not t.startswith(("numpy.", "scipy.", "sklearn.", "builtins."))]
-        if unexpected:
-            raise ValueError(f"{path}: refusing to load untrusted types {unexpected}")
-        parts = sio.load(path, trusted=untrusted)
-        with np.load(folder / "word_vectors.npz", allow_pickle=False) as arrays:
-            word_vectors, common = arrays["word_vectors"], arrays["common"]
+        with np.load(folder / "embeddings.npz", allow_pickle=False) as arrays:
+            keys, vectors, centroids, offset = (arrays[k] for k in ("keys", "vectors", "centroids", "offset"))
         return cls(
-            vectorizer=parts["vectorizer"],
-            word_vectors=word_vectors,
-            common=common,
-            centroids=np.asarray(state["centroids"], dtype=np.float64),
+            encoder=state["encoder"],
+            offset=np.asarray(offset, dtype=np.float64),
+            centroids=np.asarray(centroids, dtype=np.float64),
             group_ids=[int(g) for g in state["group_ids"]],
             labels=list(state["labels"]),
             assign_threshold=float(state["assign_threshold"]),
-            new_group_threshold=float(state["new_group_threshold"]),
             next_id=int(state["next_id"]),
             assignments={k: int(v) for k, v in state["assignments"].items()},
+            embeddings=dict(zip(keys.tolist(), vectors)),
+            seeds=list(state.get("seeds", [])),
             random_state=int(state["random_state"]),
         )
 
 
-def _lemma_texts(texts: list[str]) -> list[str]:
-    from pipelines.text import lemmatise
-
-    return lemmatise(texts)
+class EncoderMismatch(ValueError):
+    """A saved grouping's embeddings come from another encoder than the one given."""
 
 
-def _embed(tfidf: sp.csr_matrix, word_vectors: np.ndarray, common: np.ndarray) -> np.ndarray:
-    """A point is the TF-IDF weighted mean of its word vectors, less the shared direction
-    (Arora et al. 2017), on the unit sphere."""
-    return _less_common(normalize(np.asarray(tfidf @ word_vectors)), common)
+def _agglomerate(X: np.ndarray) -> np.ndarray:
+    """Average-linkage clusters of unit vectors whose mean cosine similarity is at least
+    GROUP_SIMILARITY: as many clusters as the points hold, singletons included."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(X) < 2:
+        return np.zeros(len(X), dtype=int)
+    tree = linkage(X, method="average", metric="cosine")
+    return fcluster(tree, t=1 - GROUP_SIMILARITY, criterion="distance") - 1
 
 
-def _less_common(X: np.ndarray, common: np.ndarray) -> np.ndarray:
-    return normalize(X - (X @ common.T) @ common)
+def _recurring_clusters(X: np.ndarray, reports: np.ndarray) -> list[np.ndarray]:
+    """Index arrays of the clusters of ``X`` that span MIN_REVIEWS reviews or more, ordered by
+    their first point (so the same input gives the same order)."""
+    labels = _agglomerate(X)
+    clusters = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(np.unique(reports[members])) >= MIN_REVIEWS:
+            clusters.append(members)
+    return sorted(clusters, key=lambda m: m[0])
 
 
-def _word_vectors(vectorizer: TfidfVectorizer, lemmas: list[str], random_state: int) -> np.ndarray:
-    """Vectors of the vectorizer's terms from their contexts in ``lemmas``: positive PMI of
-    terms seen within WORD_WINDOW terms of each other (context counts smoothed by ^0.75),
-    reduced by truncated SVD (Levy, Goldberg and Dagan 2015). Learnt from the reviews
-    themselves: no pretrained model is needed, and the vocabulary is the council's own.
-    With too few terms to reduce, each term is its own dimension (plain TF-IDF)."""
-    vocabulary = vectorizer.vocabulary_
-    n_terms = len(vocabulary)
-    if n_terms <= WORD_DIMENSIONS:
-        return np.eye(n_terms)
-    analyse = vectorizer.build_analyzer()
-    docs = [[vocabulary[t] for t in analyse(text) if t in vocabulary] for text in lemmas]
-    ids = np.fromiter((i for d in docs for i in d), dtype=np.int32)
-    doc = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
-    counts = sp.csr_matrix((n_terms, n_terms), dtype=np.float64)
-    for offset in range(1, WORD_WINDOW + 1):
-        same = doc[offset:] == doc[:-offset]
-        pairs = (ids[:-offset][same], ids[offset:][same])
-        counts = counts + sp.csr_matrix((np.ones(len(pairs[0])), pairs), shape=(n_terms, n_terms))
-    counts = (counts + counts.T).tocoo()
-    word = np.asarray(counts.sum(axis=1)).ravel()
-    context = np.asarray(counts.sum(axis=0)).ravel() ** 0.75
-    pmi = np.log(counts.data * context.sum() / (word[counts.row] * context[counts.col]))
-    positive = pmi > 0
-    ppmi = sp.csr_matrix((pmi[positive], (counts.row[positive], counts.col[positive])), shape=(n_terms, n_terms))
-    svd = TruncatedSVD(WORD_DIMENSIONS, random_state=random_state, algorithm="randomized", n_iter=7)
-    return normalize(svd.fit_transform(ppmi))
+def _centre(X: np.ndarray) -> np.ndarray:
+    return normalize(X.mean(axis=0, keepdims=True))[0]
 
 
-def _new_representation(
-    lemmas: list[str], random_state: int
-) -> tuple[TfidfVectorizer, np.ndarray, np.ndarray, np.ndarray]:
-    """(vectorizer, word vectors, shared direction, points embedded): lemma TF-IDF without stop
-    words, word vectors learnt from the same text, and each point as its words' weighted mean."""
-    vectorizer = TfidfVectorizer(
-        sublinear_tf=True,
-        # A handful of points (a single new review) cannot afford to drop rare or common terms.
-        min_df=2 if len(lemmas) >= 20 else 1,
-        max_df=0.5 if len(lemmas) >= 20 else 1.0,
-        stop_words=GROUPING_STOP_WORDS,
-        token_pattern=r"(?u)\b[a-z][a-z'-]+\b",
-        dtype=np.float64,
-    )
-    tfidf = vectorizer.fit_transform(lemmas)
-    word_vectors = _word_vectors(vectorizer, lemmas, random_state)
-    X = normalize(np.asarray(tfidf @ word_vectors))
-    # With a handful of points the shared direction is the points themselves: keep it.
-    common = (
-        TruncatedSVD(1, random_state=random_state).fit(X).components_
-        if len(lemmas) >= 20
-        else np.zeros((1, X.shape[1]))
-    )
-    return vectorizer, word_vectors, common, _less_common(X, common)
+def _nearest(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest centre, its similarity) for each row of X."""
+    if not len(centroids) or not len(X):
+        return np.full(len(X), -1), np.full(len(X), -np.inf)
+    sims = X @ centroids.T
+    nearest = sims.argmax(axis=1)
+    return nearest, sims[np.arange(len(X)), nearest]
 
 
-def _cluster(
-    X: np.ndarray, seeds: np.ndarray, random_state: int, k_range: tuple[int, int] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, centroids): KMeans on unit vectors (cosine), k chosen by silhouette on a sample.
+def _seed_vectors(seeds: list[dict], encoder, grouping: Grouping) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors of the seed themes' descriptions and examples (one row each, compared as
+    points are), and which seed each row belongs to."""
+    rows, owner = [], []
+    for i, seed in enumerate(seeds):
+        texts = [t for t in [seed.get("description", ""), *seed.get("examples", [])] if t]
+        rows.append(encoder.encode(texts))
+        owner += [i] * len(texts)
+    return grouping.centred(np.vstack(rows)), np.asarray(owner)
 
-    Seed centroids, when given, are the first centres of every candidate k.
-    """
-    n = len(X)
-    # Learning points have little cluster structure (silhouettes of 0.05-0.1), and silhouette
-    # keeps rising with k; capping k at sqrt(n/2) keeps groups broad enough to recur across
-    # reviews and few enough for a bulletin. Mixed sources can make a split by source (two or
-    # three groups) score best, which teaches a manager nothing: k starts at a third of the cap.
-    cap = max(3, min(MAX_GROUPS, int(np.sqrt(n / 2))))
-    low, high = k_range or (max(2, len(seeds) + 1, cap // 3), cap)
-    high = max(low, high)
-    candidates = sorted(set(np.unique(np.geomspace(low, high, num=min(12, high - low + 1)).round().astype(int))))
-    rng = np.random.default_rng(random_state)
-    sample = rng.choice(n, size=min(n, SILHOUETTE_SAMPLE), replace=False) if n > SILHOUETTE_SAMPLE else np.arange(n)
-    best = None
-    for k in candidates:
-        if k >= n:
-            break
-        init = "k-means++"
-        if len(seeds):
-            extra, _ = (
-                kmeans_plusplus(X, n_clusters=k - len(seeds), random_state=random_state)
-                if k > len(seeds)
-                else (np.empty((0, X.shape[1])), None)
-            )
-            init = np.vstack([seeds, extra])
-        model = KMeans(k, init=init, n_init=1 if len(seeds) else 3, random_state=random_state).fit(X)
-        labels = model.labels_
-        if len(np.unique(labels[sample])) < 2:
+
+def _to_seeds(X: np.ndarray, seeds: list[dict], encoder, grouping: Grouping) -> np.ndarray:
+    """Each point's seed theme (index), or -1: the seed whose description or example is
+    nearest, when it is at least SEED_SIMILARITY close."""
+    if not seeds:
+        return np.full(len(X), -1)
+    vectors, owner = _seed_vectors(seeds, encoder, grouping)
+    sims = X @ vectors.T
+    best = sims.argmax(axis=1)
+    return np.where(sims[np.arange(len(X)), best] >= SEED_SIMILARITY, owner[best], -1)
+
+
+def _open_groups(
+    grouping: Grouping,
+    X: np.ndarray,
+    reports: np.ndarray,
+    pool: np.ndarray,
+    result: np.ndarray,
+    new: np.ndarray | None = None,
+) -> list[int]:
+    """Group the points in ``pool`` (indices into X) among themselves, LINKAGE_POINTS at a
+    time: clusters that recur become new groups (new ids) and, round by round, the rest of the
+    pool joins them when close enough. With ``new`` (a mask over X), only clusters holding a
+    new point open: earlier points that did not recur alone still do not. Writes the group
+    ids into ``result``; returns the ids opened."""
+    pool = np.asarray(pool, dtype=int)
+    opened: list[int] = []
+    while len(pool):
+        batch, pool = pool[:LINKAGE_POINTS], pool[LINKAGE_POINTS:]
+        round_ids = []
+        for members in _recurring_clusters(X[batch], reports[batch]):
+            if new is not None and not new[batch[members]].any():
+                continue
+            gid = grouping.next_id
+            grouping.next_id += 1
+            grouping.group_ids.append(gid)
+            grouping.centroids = np.vstack([grouping.centroids, _centre(X[batch[members]])[None, :]])
+            result[batch[members]] = gid
+            round_ids.append(gid)
+        opened += round_ids
+        if not round_ids or not len(pool):
             continue
-        score = silhouette_score(X[sample], labels[sample], metric="cosine")
-        if best is None or score > best[0]:
-            best = (score, labels, normalize(model.cluster_centers_))
-    if best is None:
-        return np.zeros(n, dtype=int), normalize(X.mean(axis=0, keepdims=True))
-    return best[1], best[2]
+        nearest, sims = _nearest(X[pool], grouping.centroids[-len(round_ids) :])
+        joins = sims >= grouping.assign_threshold
+        result[pool[joins]] = np.asarray(round_ids)[nearest[joins]]
+        pool = pool[~joins]
+    return opened
 
 
-def _tightness(X: np.ndarray) -> float:
-    """Mean cosine similarity between two different points of a group (unit vectors); unlike
-    similarity to the group's own centre, it does not flatter small groups."""
-    m = len(X)
-    total = X.sum(axis=0)
-    return float((total @ total - m) / (m * (m - 1)))
-
-
-def _typical_tightness(X: np.ndarray, labels: np.ndarray) -> float:
-    """Median tightness of the groups with two or more points (0 when there are none)."""
-    groups, sizes = np.unique(labels, return_counts=True)
-    values = [_tightness(X[labels == g]) for g in groups[sizes > 1]]
-    return float(np.median(values)) if values else 0.0
-
-
-def _key_phrases(lemmas: list[str], labels: np.ndarray, groups: list[int]) -> dict[int, str]:
-    """The most distinctive phrase of each group (class-based TF-IDF over lemma words and pairs)."""
-    counter = CountVectorizer(
-        ngram_range=(1, 2),
-        stop_words=GROUPING_STOP_WORDS,
-        token_pattern=r"(?u)\b[a-z][a-z'-]+\b",
-        min_df=2,
-    )
-    try:
-        counts = counter.fit_transform(lemmas)
-    except ValueError:
-        return {g: f"group {g}" for g in groups}
-    terms = counter.get_feature_names_out()
-    per_group = np.vstack([np.asarray(counts[labels == g].sum(axis=0)).ravel() for g in groups]).astype(float)
-    frequency = per_group.sum(axis=0) + 1
-    average = per_group.sum() / max(1, len(groups))
-    score = (per_group / (per_group.sum(axis=1, keepdims=True) + 1)) * np.log(1 + average / frequency)
-    bigram = np.array([" " in t for t in terms])
-    phrases = {}
-    for row, g in enumerate(groups):
-        order = np.argsort(-score[row], kind="stable")
-        top = order[:5]
-        # A word pair reads better than a single word when it is nearly as distinctive.
-        pairs = [j for j in top if bigram[j] and score[row, j] >= 0.6 * score[row, top[0]]]
-        phrases[g] = terms[pairs[0]] if pairs else terms[top[0]]
-    return phrases
+def _join_threshold(X: np.ndarray, result: np.ndarray, grouping: Grouping) -> float:
+    """How close a new point must be to a group's centre: as close as all but the loosest
+    JOIN_QUANTILE of the fitted members are to theirs."""
+    grouped = np.flatnonzero(result >= 0)
+    if not len(grouped):
+        return GROUP_SIMILARITY
+    index = {g: i for i, g in enumerate(grouping.group_ids)}
+    centres = grouping.centroids[[index[g] for g in result[grouped]]]
+    return float(np.quantile((X[grouped] * centres).sum(axis=1), JOIN_QUANTILE))
 
 
 def fit_groups(
-    points: pd.DataFrame, seed_themes: list[dict] | None = None, random_state: int = 0
+    points: pd.DataFrame,
+    seed_themes: list[dict] | None = None,
+    random_state: int = 0,
+    encoder=None,
+    progress: bool = False,
+    embeddings: dict[str, np.ndarray] | None = None,
 ) -> tuple[Grouping, np.ndarray]:
-    """Group learning points from scratch; returns the grouping and each point's group id (-1: ungrouped)."""
-    lemmas = _lemma_texts(points["point_text"].tolist())
-    vectorizer, word_vectors, common, X = _new_representation(lemmas, random_state)
+    """Group learning points from scratch; returns the grouping and each point's group id
+    (-1: not yet recurring). Seed themes, when given, are the first groups (ids 0, 1, ...).
+    ``embeddings`` (text key -> vector, from an earlier grouping) spares re-embedding."""
+    from pipelines.encoder import get_encoder
+
+    encoder = encoder or get_encoder()
     seeds = seed_themes or []
-    seed_vectors = (
-        np.vstack(
-            [
-                _embed(vectorizer.transform(_lemma_texts(s["examples"])), word_vectors, common).mean(axis=0)
-                for s in seeds
-            ]
-        )
-        if seeds
-        else np.empty((0, X.shape[1]))
-    )
-    if len(seed_vectors):
-        seed_vectors = normalize(seed_vectors)
-    labels, centroids = _cluster(X, seed_vectors, random_state)
-    similarity = (X * centroids[labels]).sum(axis=1)
-    # The loosest few per cent join no group: better "ungrouped" than a wrong group.
-    threshold = float(np.quantile(similarity, UNGROUPED_SHARE)) if len(similarity) > 20 else 0.0
-    group_ids = list(range(len(centroids)))
-    names = _key_phrases(lemmas, labels, group_ids)
-    seed_names = [s["name"] for s in seeds]
-    titles = [seed_names[g] if g < len(seed_names) else names[g] for g in group_ids]
-    assigned = np.where(similarity >= threshold, labels, -1)
-    keys = point_key(points)
-    grouping = Grouping(
-        vectorizer=vectorizer,
-        word_vectors=word_vectors,
-        common=common,
-        centroids=centroids,
-        group_ids=group_ids,
-        labels=titles,
-        assign_threshold=threshold,
-        new_group_threshold=_typical_tightness(X, labels),
-        next_id=len(group_ids),
-        assignments=dict(zip(keys, map(int, assigned))),
-        random_state=random_state,
-    )
-    return grouping, assigned
+    grouping = Grouping(encoder.info, np.zeros(384), np.zeros((0, 384)), [], [], GROUP_SIMILARITY, 0)
+    grouping.seeds, grouping.random_state = [s["name"] for s in seeds], random_state
+    grouping.embeddings = dict(embeddings or {})
+    texts = points["point_text"].tolist()
+    grouping.embed(texts, encoder, progress)
+    raw = np.vstack([grouping.embeddings[k] for k in text_keys(texts)]).astype(np.float64)
+    grouping.offset = raw.mean(axis=0) if len(raw) >= MIN_OFFSET_POINTS else np.zeros(raw.shape[1])
+    X = grouping.centred(raw)
+    reports = points["report_id"].astype(str).to_numpy()
+    result = np.full(len(points), NOT_RECURRING)
+    seeded = _to_seeds(X, seeds, encoder, grouping)
+    for i, _ in enumerate(seeds):
+        members = np.flatnonzero(seeded == i)
+        grouping.group_ids.append(i)
+        centre = _centre(X[members]) if len(members) else _centre(_seed_vectors(seeds[i : i + 1], encoder, grouping)[0])
+        grouping.centroids = np.vstack([grouping.centroids, centre[None, :]])
+        result[members] = i
+    grouping.next_id = len(seeds)
+    # Points in a fixed pseudo-random order, so a large input's first linkage batch is a fair
+    # sample of it; the same input and seed give the same order.
+    free = np.flatnonzero(seeded < 0)
+    free = free[np.random.default_rng(random_state).permutation(len(free))]
+    _open_groups(grouping, X, reports, free, result)
+    grouping.assign_threshold = _join_threshold(X, result, grouping)
+    names = _name_groups(texts, result, grouping.group_ids[len(seeds) :], set(grouping.seeds))
+    grouping.labels = grouping.seeds + names
+    grouping.assignments = dict(zip(point_key(points), map(int, result)))
+    return grouping, result
 
 
-def assign_groups(grouping: Grouping, points: pd.DataFrame) -> tuple[Grouping, np.ndarray]:
+def assign_groups(grouping: Grouping, points: pd.DataFrame, encoder=None) -> tuple[Grouping, np.ndarray]:
     """Put points into an existing grouping: known points keep their group; new ones join the
-    nearest group that fits, and those that fit none may form new groups (new ids)."""
+    nearest group they fit; the rest, with the points not yet recurring, may open new groups
+    (new ids) when they recur across reviews. Existing groups keep their ids and names."""
+    from pipelines.encoder import get_encoder
+
+    encoder = encoder or get_encoder()
     keys = point_key(points).tolist()
     result = np.array([grouping.assignments.get(k, -2) for k in keys])
     new = np.flatnonzero(result == -2)
     if len(new):
-        X = grouping.embed(_lemma_texts(points["point_text"].iloc[new].tolist()))
-        sims = X @ grouping.centroids.T
-        nearest = sims.argmax(axis=1)
-        fits = sims[np.arange(len(new)), nearest] >= grouping.assign_threshold
+        texts = points["point_text"].tolist()
+        X = grouping.embed(texts, encoder)
+        nearest, sims = _nearest(X[new], grouping.centroids)
+        fits = sims >= grouping.assign_threshold
         result[new[fits]] = np.asarray(grouping.group_ids)[nearest[fits]]
-        leftover = new[~fits]
-        result[leftover] = -1
-        reports = points["report_id"].iloc[leftover]
-        if len(leftover) >= 2 * MIN_GROUP_POINTS and reports.nunique() >= 2:
-            pool = X[~fits]
-            labels, centroids = _cluster(
-                pool,
-                np.empty((0, pool.shape[1])),
-                grouping.random_state,
-                (2, max(2, len(leftover) // MIN_GROUP_POINTS)),
-            )
-            sims_pool = (pool * centroids[labels]).sum(axis=1)
-            lemmas = _lemma_texts(points["point_text"].iloc[leftover].tolist())
-            names = _key_phrases(lemmas, labels, list(range(len(centroids))))
-            for local in range(len(centroids)):
-                members = (labels == local) & (sims_pool >= grouping.assign_threshold)
-                if (
-                    members.sum() < MIN_GROUP_POINTS
-                    or reports.iloc[members].nunique() < 2
-                    or _tightness(pool[members]) < grouping.new_group_threshold
-                ):
-                    continue
-                gid = grouping.next_id
-                grouping.next_id += 1
-                grouping.group_ids.append(gid)
-                grouping.labels.append(names[local])
-                grouping.centroids = np.vstack([grouping.centroids, centroids[local]])
-                result[leftover[members]] = gid
-        for k, i in zip(np.asarray(keys, dtype=object)[new], new):
-            grouping.assignments[k] = int(result[i])
+        result[new[~fits]] = NOT_RECURRING
+        waiting = np.flatnonzero(result == NOT_RECURRING)
+        is_new = np.zeros(len(points), dtype=bool)
+        is_new[new] = True
+        reports = points["report_id"].astype(str).to_numpy()
+        opened = _open_groups(grouping, X, reports, waiting, result, is_new)
+        grouping.labels += _name_groups(texts, result, opened, set(grouping.labels))
+        grouping.assignments.update(zip(keys, map(int, result)))
     return grouping, result
+
+
+# Words of the review process and of the organisations themselves: true of every review,
+# so no help in a group's name.
+GENERIC_WORDS = {
+    "trust", "trusts", "council", "councils", "nhs", "service", "services", "report", "reports",
+    "coroner", "coroners", "inquest", "inquests", "evidence", "concern", "concerns", "concerned",
+    "matter", "matters", "death", "deaths", "deceased", "court", "prevention", "future", "redacted",
+    "name", "action", "actions", "organisation", "organisations", "department", "secretary", "state",
+    "regulation", "regulations", "paragraph", "opinion", "heard", "mr", "mrs", "ms", "dr", "miss",
+    "review", "reviews", "learning", "lesson", "lessons", "issue", "issues", "date", "time",
+}  # fmt: skip
+LABEL_WORDS = (2, 3)
+
+
+def _phrase_counts(texts: list[str]):
+    """(point x phrase counts, phrases): word pairs and triples that neither start nor end with
+    a stop word and hold no generic word, in two or more points."""
+    counter = CountVectorizer(ngram_range=LABEL_WORDS, token_pattern=r"(?u)\b[a-z][a-z'-]+\b", min_df=2)
+    try:
+        counts = counter.fit_transform(texts)
+    except ValueError:  # too few points to share a phrase
+        return sp.csr_matrix((len(texts), 0)), np.array([], dtype=object)
+    phrases = counter.get_feature_names_out()
+    keep = np.array(
+        [
+            w[0] not in STOP_WORDS and w[-1] not in STOP_WORDS and not GENERIC_WORDS.intersection(w)
+            for w in (p.split() for p in phrases)
+        ],
+        dtype=bool,
+    )
+    return counts[:, keep].tocsc().tocsr(), phrases[keep]
+
+
+def _name_groups(texts: list[str], result: np.ndarray, ids: list[int], taken: set[str]) -> list[str]:
+    """A short readable name for each group in ``ids``: its most distinctive phrase of 2-3
+    words (class-based TF-IDF against all the points), preferring phrases two of its points
+    share; each name used once."""
+    if not ids:
+        return []
+    counts, phrases = _phrase_counts([t.lower() for t in texts])
+    present = (counts > 0).astype(np.float64)
+    overall = np.asarray(present.sum(axis=0)).ravel() + 1
+    names, taken = [], set(taken)
+    for gid in ids:
+        members = np.flatnonzero(result == gid)
+        in_group = np.asarray(present[members].sum(axis=0)).ravel()
+        score = (in_group / max(1, len(members))) * np.log(1 + len(texts) / overall) * (1 + (in_group >= 2))
+        order = np.argsort(-score, kind="stable")
+        name = next((phrases[j] for j in order[:50] if in_group[j] > 0 and phrases[j] not in taken), None)
+        name = name or _word_pair(texts, members, taken) or f"group {gid}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _word_pair(texts: list[str], members: np.ndarray, taken: set[str]) -> str | None:
+    """The two commonest non-generic words of the members, "a, b": a name when no phrase recurs."""
+    words = pd.Series(
+        [w for i in members for w in re.findall(r"[a-z][a-z'-]+", texts[i].lower())
+         if w not in STOP_WORDS and w not in GENERIC_WORDS and len(w) > 2]
+    )  # fmt: skip
+    top = words.value_counts(sort=True).index[:2].tolist() if len(words) else []
+    name = ", ".join(sorted(top)) if len(top) == 2 else None
+    return name if name not in taken else None
 
 
 # -- reading reviews ---------------------------------------------------------------------
@@ -743,7 +743,18 @@ def extract_review_points(reviews: pd.DataFrame) -> tuple[pd.DataFrame, list[dic
 
 
 # -- summaries and the command -----------------------------------------------------------
-POINTS_OUTPUT = ["report_id", "position", "section", "point_text", "group_id", "group_label", "date", "team", "marker"]
+POINTS_OUTPUT = [
+    "report_id",
+    "position",
+    "section",
+    "point_text",
+    "group_id",
+    "group_label",
+    "recurring",
+    "date",
+    "team",
+    "marker",
+]
 GROUPS_OUTPUT = [
     "group_id",
     "group_label",
@@ -753,17 +764,18 @@ GROUPS_OUTPUT = [
     "first_seen",
     "last_seen",
     "recurring",
+    "representative_point",
     "representative_points",
 ]
 
 
 def summarise_groups(points: pd.DataFrame, grouping: Grouping, n_representative: int = 3) -> pd.DataFrame:
-    """One row per group with points: counts, teams, first and last seen, recurring, and the
-    points nearest the group's centre (from distinct reviews where possible)."""
+    """One row per group with points: counts, teams, first and last seen, recurring, the point
+    nearest the group's centre and the nearest few from distinct reviews."""
     grouped = points[points["group_id"] >= 0]
     if grouped.empty:
         return pd.DataFrame(columns=GROUPS_OUTPUT)
-    X = grouping.embed(_lemma_texts(grouped["point_text"].tolist()))
+    X = grouping.cached(grouped["point_text"].tolist())
     index = {g: i for i, g in enumerate(grouping.group_ids)}
     closeness = (X * grouping.centroids[[index[g] for g in grouped["group_id"]]]).sum(axis=1)
     grouped = grouped.assign(_closeness=closeness)
@@ -782,6 +794,7 @@ def summarise_groups(points: pd.DataFrame, grouping: Grouping, n_representative:
                 "first_seen": dates.min() if len(dates) else "",
                 "last_seen": dates.max() if len(dates) else "",
                 "recurring": bool(members["report_id"].nunique() >= 2),
+                "representative_point": ranked["point_text"].iloc[0],
                 "representative_points": " | ".join(representative["point_text"]),
             }
         )
@@ -791,16 +804,27 @@ def summarise_groups(points: pd.DataFrame, grouping: Grouping, n_representative:
 
 
 def load_seed_themes(path: Path) -> list[dict]:
-    """Known learning themes from YAML: a list of ``{name, examples: [phrase, ...]}``."""
+    """A learning framework from YAML: a list (or ``themes:``) of ``{name, description,
+    examples: [point, ...]}``; a theme needs a name and a description or examples."""
     import yaml
 
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     themes = raw.get("themes", raw) if isinstance(raw, dict) else raw
     out = []
     for i, theme in enumerate(themes, start=1):
-        if not isinstance(theme, dict) or not theme.get("name") or not theme.get("examples"):
-            raise ValueError(f"{path}: theme {i} needs a 'name' and a list of 'examples'")
-        out.append({"name": str(theme["name"]), "examples": [str(e) for e in theme["examples"]]})
+        if (
+            not isinstance(theme, dict)
+            or not theme.get("name")
+            or not (theme.get("description") or theme.get("examples"))
+        ):
+            raise ValueError(f"{path}: theme {i} needs a 'name' and a 'description' or a list of 'examples'")
+        out.append(
+            {
+                "name": str(theme["name"]),
+                "description": str(theme.get("description") or ""),
+                "examples": [str(e) for e in theme.get("examples") or []],
+            }
+        )
     return out
 
 
@@ -829,25 +853,34 @@ def group_reviews(
     team_column: str = "team",
     name_column: str | None = None,
     random_state: int = 0,
+    encoder_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """(points, groups, problems): extract learning points from reviews and group them, reusing
-    (and updating) the saved grouping in ``grouping_dir`` when there is one."""
+    (and updating) the saved grouping in ``grouping_dir`` when there is one.
+
+    The encoder is checked first: without verified weights nothing is read or written."""
+    from pipelines.encoder import get_encoder
     from pipelines.tables import InputError
 
+    encoder = get_encoder(encoder_dir)
     reviews, problems = read_reviews(source, id_column, text_column, date_column, team_column, name_column)
     points, empty = extract_review_points(reviews)
     problems += empty
     if points.empty:
         raise InputError(f"{source}: no learning points found in any review")
     if grouping_dir is not None and (grouping_dir / "groups.json").exists():
-        grouping, assigned = assign_groups(Grouping.load(grouping_dir), points)
+        grouping, assigned = assign_groups(Grouping.load(grouping_dir), points, encoder)
     else:
         seeds = load_seed_themes(seed_themes) if seed_themes else None
-        grouping, assigned = fit_groups(points, seeds, random_state)
+        grouping, assigned = fit_groups(points, seeds, random_state, encoder, progress=len(points) > 2000)
     if grouping_dir is not None:
         grouping.save(grouping_dir)
     labels = dict(zip(grouping.group_ids, grouping.labels))
-    points = points.assign(group_id=assigned.astype(int), group_label=[labels.get(g, "") for g in assigned])
+    points = points.assign(
+        group_id=assigned.astype(int),
+        group_label=[labels.get(g, "") for g in assigned],
+        recurring=assigned >= 0,
+    )
     for problem in problems:
         log.warning(
             "review skipped or empty",
@@ -890,9 +923,9 @@ def run_learning(source: Path, points_path: Path, groups_path: Path | None = Non
 
 
 def log_grouping(grouping_dir: Path, summary: LearningSummary, settings) -> str:
-    """Record the grouping as an MLflow run (counts as metrics, the saved grouping as artifacts).
-
-    The artifacts hold group names, centroids and point hashes, never point text."""
+    """Record the grouping as an MLflow run: counts as metrics, the encoder's name, revision and
+    hashes as parameters, the saved state (group names, point hashes) as an artifact. Never
+    point text, nor the embeddings (they are derived from it)."""
     import mlflow
 
     from pipelines.config import configure_mlflow
@@ -909,5 +942,15 @@ def log_grouping(grouping_dir: Path, summary: LearningSummary, settings) -> str:
                 "problems": len(summary.problems),
             }
         )
-        mlflow.log_artifacts(str(grouping_dir), artifact_path="grouping")
+        state = json.loads((grouping_dir / "groups.json").read_text())
+        encoder = state.get("encoder", {})
+        mlflow.log_params(
+            {
+                "encoder": encoder.get("name", ""),
+                "encoder_revision": encoder.get("revision", ""),
+                **{f"encoder_sha256_{k}": v for k, v in encoder.get("sha256", {}).items()},
+                "representation": state.get("representation", ""),
+            }
+        )
+        mlflow.log_artifact(str(grouping_dir / "groups.json"), artifact_path="grouping")
     return run.info.run_id

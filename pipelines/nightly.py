@@ -405,6 +405,7 @@ def update_learning(settings: Settings, engine, run_id: str) -> bool:
         cols.get("team", "team"),
         cols.get("name"),
         settings.random_state,
+        encoder_dir=settings.encoder_dir,
     )
     out = settings.output_dir
     summary = write_learning_files(points, groups, problems, out / "learning_points.csv", out / "learning_groups.csv")
