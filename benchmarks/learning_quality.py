@@ -1,25 +1,25 @@
-"""Learning-point grouping: theme recovery on the coroners' reports, stability and determinism.
+"""Learning-point grouping: theme recovery on coroners' reports, stability and determinism.
 
 Writes benchmarks/results/learning_quality.json. Run:
-    LFF_PUBLIC_DATA_DIR=../shared/data .venv/bin/python benchmarks/learning_quality.py
+    LFF_PUBLIC_DATA_DIR=../shared/data nice -n 10 .venv/bin/python benchmarks/learning_quality.py
 
 * extraction: share of the hand-marked learning points in tests/data/pfd_learning_points.csv
-  (25+ reports) that extraction returns with the same boundaries;
-* theme recovery (pipelines.evaluation) against the PFD file's family_* labels (weak, machine
-  assigned), for our grouping and for the baseline the issue names: KMeans on TF-IDF
-  sentences with k = number of themes;
-* stability: group 80% of the reports, then add the other 20% through the saved grouping;
-  share of the first points that keep their group id;
-* determinism: the same input and seed twice give identical assignments and labels;
-* smaller inputs: the same comparison on 12 random subsets of 25%, 50% and 75% of the reports
-  (a council has fewer reviews than the coroners' file), mean adjusted score of each.
+  that extraction returns with the same boundaries;
+* theme recovery (pipelines.evaluation: Hungarian matching of themes to groups by report-set
+  F1, the chance level of random groups of the same sizes, adjusted) on the development file
+  pfd_road_traffic_dev.csv (silver labels, 47 themes with 4+ reports): our grouping, with and
+  without the default learning framework, against KMeans with k = number of themes on TF-IDF
+  (of the same points, and of sentences as before) and on the encoder's embeddings, 3 seeds each;
+* the same on pfd_suicide_reports.csv (weak machine-assigned family_* labels), a check only;
+* the seed SIR: its points, added to the grouping of the suicide reports;
+* stability: group 80% of the development reports, then add the other 20% through the saved
+  grouping; share of the first points that keep their group id; determinism: two runs.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,82 +27,142 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from pipelines.datasets import fetch_pfd_reports, fetch_pfd_reviews
+from pipelines.datasets import fetch_pfd_reports, fetch_pfd_reviews, fetch_pfd_road_traffic, pfd_as_reviews
+from pipelines.encoder import get_encoder
 from pipelines.evaluation import boundary_agreement, theme_recovery
-from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups
+from pipelines.learning import (
+    Grouping,
+    assign_groups,
+    extract_points,
+    extract_review_points,
+    fit_groups,
+    load_seed_themes,
+    read_review_document,
+    text_keys,
+)
 from pipelines.text import make_nlp
 
+ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results" / "learning_quality.json"
-GOLD = Path(__file__).parent.parent / "tests" / "data" / "pfd_learning_points.csv"
+GOLD = ROOT / "tests" / "data" / "pfd_learning_points.csv"
+FRAMEWORK = ROOT / "data" / "frameworks" / "sar_learning_domains.yaml"
+SEEDS = (0, 1, 2)
 
 
-def kmeans_baseline(sentences: pd.DataFrame, k: int) -> np.ndarray:
-    """The issue's baseline: KMeans on TF-IDF sentences with k = number of themes."""
-    tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(sentences["text"])
-    return KMeans(k, random_state=0, n_init=10).fit_predict(tfidf)
+def adjusted(units: pd.DataFrame, groups: np.ndarray, labels: pd.DataFrame) -> float:
+    return theme_recovery(units.assign(group_id=groups), labels)["adjusted"]
 
 
-def main() -> None:
-    pfd = fetch_pfd_reports()
-    labels = pfd.set_index("id").filter(like="family_").apply(lambda s: s.str.lower() == "true")
-    gold = pd.read_csv(GOLD, dtype=str, keep_default_na=False)
-    matched, marked = boundary_agreement(gold, pfd.set_index("id")["concerns"])
-    reviews = fetch_pfd_reviews()
-    points, _ = extract_review_points(reviews)
-    started = time.monotonic()
-    grouping, assigned = fit_groups(points, random_state=0)
-    seconds = time.monotonic() - started
-    ours = theme_recovery(points.assign(group_id=assigned), labels)
-    # The family_* labels are weak and the score moves with the seed: report the spread too.
-    by_seed = [
-        theme_recovery(points.assign(group_id=fit_groups(points, random_state=s)[1]), labels)["adjusted"]
-        for s in range(5)
-    ]
-
+def sentences_of(reports: pd.DataFrame) -> pd.DataFrame:
     nlp = make_nlp(sentences=True)
-    sentences = pd.DataFrame(
+    return pd.DataFrame(
         [
             (rid, s.text)
-            for rid, text in zip(pfd["id"], pfd["concerns"])
+            for rid, text in zip(reports["id"], reports["concerns"])
             for s in nlp(text).sents
             if len(s.text.strip()) > 20
         ],
         columns=["report_id", "text"],
     )
-    baseline = theme_recovery(sentences.assign(group_id=kmeans_baseline(sentences, labels.shape[1])), labels)
-    subsets = {}
-    for share in (0.25, 0.5, 0.75):
-        ours_sub, base_sub = [], []
-        for draw in range(12):
-            keep = set(np.random.default_rng(100 + draw).choice(pfd["id"], size=int(share * len(pfd)), replace=False))
-            sub_points = points[points["report_id"].isin(keep)].reset_index(drop=True)
-            sub_sentences = sentences[sentences["report_id"].isin(keep)].reset_index(drop=True)
-            sub_labels = labels[labels.index.isin(keep)]
-            sub_assigned = fit_groups(sub_points, random_state=0)[1]
-            ours_sub.append(theme_recovery(sub_points.assign(group_id=sub_assigned), sub_labels)["adjusted"])
-            base_groups = kmeans_baseline(sub_sentences, labels.shape[1])
-            base_sub.append(theme_recovery(sub_sentences.assign(group_id=base_groups), sub_labels)["adjusted"])
-        subsets[f"{int(share * 100)}pct_of_reports"] = {
-            "ours_mean_adjusted": float(np.mean(ours_sub)),
-            "baseline_mean_adjusted": float(np.mean(base_sub)),
-            "ours_by_draw": ours_sub,
-        }
 
-    # Stability: 80% of reports first, then all of them through the saved grouping.
-    rng = np.random.default_rng(0)
-    first_ids = set(rng.choice(pfd["id"], size=int(0.8 * len(pfd)), replace=False))
+
+def baselines(points: pd.DataFrame, reports: pd.DataFrame, labels: pd.DataFrame, vectors: np.ndarray) -> dict:
+    """KMeans with k = number of themes (4+ reports) on TF-IDF and on the encoder's vectors."""
+    coded = labels[labels.any(axis=1)]
+    k = int((coded.sum() >= 4).sum())
+    sentences = sentences_of(reports)
+    tfidf_points = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(points["point_text"])
+    tfidf_sentences = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(sentences["text"])
+    out = {"k": k, "tfidf_kmeans_points": [], "tfidf_kmeans_sentences": [], "encoder_kmeans_points": []}
+    for seed in SEEDS:
+        kmeans = KMeans(k, random_state=seed, n_init=10)
+        out["tfidf_kmeans_points"].append(adjusted(points, kmeans.fit_predict(tfidf_points), labels))
+        out["tfidf_kmeans_sentences"].append(adjusted(sentences, kmeans.fit_predict(tfidf_sentences), labels))
+        out["encoder_kmeans_points"].append(adjusted(points, kmeans.fit_predict(vectors), labels))
+    return out
+
+
+def ours(points: pd.DataFrame, labels: pd.DataFrame, cache: dict, seeds=None) -> dict:
+    runs = [fit_groups(points, seeds, s, embeddings=cache) for s in SEEDS]
+    scores = [theme_recovery(points.assign(group_id=a), labels) for _, a in runs]
+    grouping, assigned = runs[0]
+    return {
+        "adjusted_by_seed": [s["adjusted"] for s in scores],
+        "mean_adjusted": float(np.mean([s["adjusted"] for s in scores])),
+        "score": scores[0]["score"],
+        "chance": scores[0]["chance"],
+        "groups": len(grouping.group_ids),
+        "groups_with_points": int(len(np.unique(assigned[assigned >= 0]))),
+        "not_yet_recurring_share": float((assigned == -1).mean()),
+        "labels_sample": grouping.labels[:25],
+    }
+
+
+def stability(points: pd.DataFrame, cache: dict) -> dict:
+    ids = sorted(points["report_id"].unique())
+    first_ids = set(np.random.default_rng(0).choice(ids, size=int(0.8 * len(ids)), replace=False))
     first = points[points["report_id"].isin(first_ids)].reset_index(drop=True)
-    g1, a1 = fit_groups(first, random_state=0)
+    g1, a1 = fit_groups(first, random_state=0, embeddings=cache)
     with tempfile.TemporaryDirectory() as tmp:
         g1.save(Path(tmp))
         g2, a2 = assign_groups(Grouping.load(Path(tmp)), points)
-    key = first["report_id"] + "#" + first["position"].astype(str)
     later = pd.Series(a2, index=points["report_id"] + "#" + points["position"].astype(str))
-    kept = float((later.loc[key].to_numpy() == a1).mean())
+    after = later.loc[first["report_id"] + "#" + first["position"].astype(str)].to_numpy()
+    grouped = a1 >= 0
+    again, assigned_again = fit_groups(points, random_state=0, embeddings=cache)
+    once, assigned_once = fit_groups(points, random_state=0, embeddings=cache)
+    return {
+        "share_of_earlier_points_with_the_same_group_id": float((after == a1).mean()),
+        "share_of_earlier_grouped_points_with_the_same_group_id": float((after[grouped] == a1[grouped]).mean()),
+        "earlier_not_yet_recurring_points_now_grouped": int(((a1 == -1) & (after >= 0)).sum()),
+        "new_points_joining_existing_groups_share": float(
+            (a2[~points["report_id"].isin(first_ids).to_numpy()] >= 0).mean()
+        ),
+        "new_groups_after_adding_20pct": len(g2.group_ids) - len(g1.group_ids),
+        "identical_on_rerun": bool((assigned_once == assigned_again).all() and once.labels == again.labels),
+    }
 
-    again, assigned_again = fit_groups(points, random_state=0)
-    identical = bool((assigned == assigned_again).all() and grouping.labels == again.labels)
 
+def embedded(points: pd.DataFrame) -> tuple[dict, np.ndarray]:
+    """Every point's embedding, once, shared by all the runs below."""
+    texts = points["point_text"].tolist()
+    vectors = get_encoder().encode(texts, progress=True)
+    return dict(zip(text_keys(texts), vectors)), vectors
+
+
+def main() -> None:
+    gold = pd.read_csv(GOLD, dtype=str, keep_default_na=False)
+    suicide = fetch_pfd_reports()
+    matched, marked = boundary_agreement(gold, suicide.set_index("id")["concerns"])
+    road, road_labels = fetch_pfd_road_traffic()
+    road_points, _ = extract_review_points(pfd_as_reviews(road))
+    cache, vectors = embedded(road_points)
+    dev = {
+        "points": len(road_points),
+        "reports": int(road_points["report_id"].nunique()),
+        "ours": ours(road_points, road_labels, cache),
+        "ours_with_default_framework": ours(road_points, road_labels, cache, load_seed_themes(FRAMEWORK)),
+        **baselines(road_points, road, road_labels, vectors),
+        "stability": stability(road_points, cache),
+    }
+    dev["gain_over_tfidf_kmeans_points"] = dev["ours"]["mean_adjusted"] - float(np.mean(dev["tfidf_kmeans_points"]))
+    dev["gain_over_tfidf_kmeans_sentences"] = dev["ours"]["mean_adjusted"] - float(
+        np.mean(dev["tfidf_kmeans_sentences"])
+    )
+
+    family = suicide.set_index("id").filter(like="family_").apply(lambda s: s.str.lower() == "true")
+    suicide_points, _ = extract_review_points(fetch_pfd_reviews())
+    suicide_cache, suicide_vectors = embedded(suicide_points)
+    check = {
+        "points": len(suicide_points),
+        "ours": ours(suicide_points, family, suicide_cache),
+        **baselines(suicide_points, suicide, family, suicide_vectors),
+    }
+    grouping, _ = fit_groups(suicide_points, random_state=0, embeddings=suicide_cache)
+    sir = read_review_document(ROOT / "tests" / "fixtures" / "sir_seed.docx")
+    sir_points = pd.DataFrame(extract_points(sir["text"])).assign(report_id="sir_seed", date="", team="")
+    _, sir_groups = assign_groups(grouping, pd.concat([suicide_points, sir_points], ignore_index=True))
+    names = dict(zip(grouping.group_ids, grouping.labels))
     results = {
         "extraction": {
             "hand_marked_reports": int(gold["report_id"].nunique()),
@@ -110,23 +170,13 @@ def main() -> None:
             "same_boundaries": matched,
             "share": matched / marked,
         },
-        "points": len(points),
-        "reports": int(points["report_id"].nunique()),
-        "groups": len(grouping.group_ids),
-        "ungrouped_share": float((assigned == -1).mean()),
-        "fit_seconds": seconds,
-        "theme_recovery": {k: ours[k] for k in ("score", "chance", "adjusted")},
-        "baseline_kmeans_tfidf_sentences": {k: baseline[k] for k in ("score", "chance", "adjusted")},
-        "adjusted_gain_over_baseline": ours["adjusted"] - baseline["adjusted"],
-        "adjusted_by_seed_0_to_4": by_seed,
-        "mean_adjusted_gain_over_baseline_5_seeds": float(np.mean(by_seed)) - baseline["adjusted"],
-        "stability_share_kept_after_adding_20pct": kept,
-        "new_groups_after_adding_20pct": len(g2.group_ids) - len(g1.group_ids),
-        "identical_on_rerun": identical,
-        "random_subsets_12_draws": subsets,
-        "group_labels": grouping.labels,
+        "pfd_road_traffic_dev": dev,
+        "pfd_suicide_reports": check,
+        "seed_sir_added_to_the_suicide_grouping": [
+            names.get(int(g), "not yet recurring") for g in sir_groups[len(suicide_points) :]
+        ],
     }
-    print(json.dumps({k: v for k, v in results.items() if k != "group_labels"}, indent=1))
+    print(json.dumps(results, indent=1))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
 

@@ -3,9 +3,9 @@
 Writes benchmarks/results/learning_speed.json. Run:
     LFF_PUBLIC_DATA_DIR=../shared/data nice -n 10 .venv/bin/python benchmarks/learning_speed.py [--points 20000]
 
-Points: the learning points extracted from the coroners' reports, plus sentences of their
-concerns and circumstances, plus NHS FFT comments (phase 1 and v6), until --points are reached
-(real text throughout). Measures fit_groups from scratch (embed every point with the sentence
+Points: the learning points extracted from the coroners' reports, plus sentences of both
+coroners' files (concerns, circumstances, investigation), plus NHS FFT comments (phase 1 and
+v6), until --points distinct texts are reached (real text throughout, none repeated). Measures fit_groups from scratch (embed every point with the sentence
 encoder, group, name), the encoder's own rate (texts per second), the process's peak resident
 memory, and a nightly update: the saved grouping loaded and --new points never seen added
 (only those are embedded).
@@ -23,7 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.datasets import fetch_fft_phase1, fetch_fft_v6, fetch_pfd_reports, fetch_pfd_reviews
+from pipelines.datasets import (
+    fetch_fft_phase1,
+    fetch_fft_v6,
+    fetch_pfd_reports,
+    fetch_pfd_reviews,
+    fetch_pfd_road_traffic,
+)
 from pipelines.encoder import BATCH_SIZE, MAX_SEQ_LENGTH, get_encoder
 from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups
 from pipelines.text import make_nlp
@@ -36,10 +42,12 @@ def real_points(n: int) -> pd.DataFrame:
     reviews = fetch_pfd_reviews()
     points, _ = extract_review_points(reviews)
     nlp = make_nlp(sentences=True)
+    road, _ = fetch_pfd_road_traffic()
     extra = [
         (rid, s.text.strip())
-        for column in ("concerns", "circumstances")
-        for rid, text in zip(pfd["id"], pfd[column])
+        for frame in (pfd, road)
+        for column in ("concerns", "circumstances", "investigation")
+        for rid, text in zip(frame["id"], frame[column])
         for s in nlp(text).sents
         if len(s.text.strip()) > 30
     ]

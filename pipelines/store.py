@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-SCHEMA_VERSION = 4  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases
+SCHEMA_VERSION = 5  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases; 5: representative_point
 metadata = MetaData()
 
 schema_version = Table(
@@ -171,6 +171,7 @@ learning_groups = Table(
     Column("first_seen", String(20)),
     Column("last_seen", String(20)),
     Column("recurring", Boolean),
+    Column("representative_point", Text),  # redacted: the point nearest the group's centre
     Column("representative_points", Text),  # redacted
     Column("first_run", String(40)),  # the run that first saw the group: new groups per bulletin
     Column("run_id", String(40)),
@@ -256,9 +257,21 @@ def ensure_schema(engine: Engine) -> int:
                 f"store schema version {found.version} is newer than this package's ({SCHEMA_VERSION}); upgrade the package"
             )
         if found.version < SCHEMA_VERSION:
-            # Versions so far only add tables, which create_all has just made.
+            # Versions so far add tables, which create_all has just made, and (5) one column.
+            _add_missing_columns(conn, learning_groups)
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=now()))
         return SCHEMA_VERSION
+
+
+def _add_missing_columns(conn, table: Table) -> None:
+    """Add the nullable columns a table of an older store lacks (ALTER TABLE ... ADD COLUMN)."""
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for column in table.columns:
+        if column.name not in present:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def acquire_lock(engine: Engine, run_id: str, name: str = "nightly") -> str | None:
