@@ -203,7 +203,10 @@ def learning(
         ),
     ] = None,
     seed_themes: Annotated[
-        Path | None, typer.Option(help="YAML of known learning themes: a list of {name, examples}.")
+        Path | None,
+        typer.Option(
+            help="YAML learning framework: a list of {name, description, examples}; e.g. data/frameworks/sar_learning_domains.yaml."
+        ),
     ] = None,
     grouping: Annotated[
         Path | None,

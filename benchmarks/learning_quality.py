@@ -53,12 +53,12 @@ def adjusted(units: pd.DataFrame, groups: np.ndarray, labels: pd.DataFrame) -> f
     return theme_recovery(units.assign(group_id=groups), labels)["adjusted"]
 
 
-def sentences_of(reports: pd.DataFrame) -> pd.DataFrame:
+def sentences_of(reports: pd.DataFrame, id_column: str) -> pd.DataFrame:
     nlp = make_nlp(sentences=True)
     return pd.DataFrame(
         [
             (rid, s.text)
-            for rid, text in zip(reports["id"], reports["concerns"])
+            for rid, text in zip(reports[id_column], reports["concerns"])
             for s in nlp(text).sents
             if len(s.text.strip()) > 20
         ],
@@ -66,11 +66,13 @@ def sentences_of(reports: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def baselines(points: pd.DataFrame, reports: pd.DataFrame, labels: pd.DataFrame, vectors: np.ndarray) -> dict:
+def baselines(
+    points: pd.DataFrame, reports: pd.DataFrame, labels: pd.DataFrame, vectors: np.ndarray, id_column: str
+) -> dict:
     """KMeans with k = number of themes (4+ reports) on TF-IDF and on the encoder's vectors."""
     coded = labels[labels.any(axis=1)]
     k = int((coded.sum() >= 4).sum())
-    sentences = sentences_of(reports)
+    sentences = sentences_of(reports, id_column)
     tfidf_points = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(points["point_text"])
     tfidf_sentences = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(sentences["text"])
     out = {"k": k, "tfidf_kmeans_points": [], "tfidf_kmeans_sentences": [], "encoder_kmeans_points": []}
@@ -101,13 +103,13 @@ def ours(points: pd.DataFrame, labels: pd.DataFrame, cache: dict, seeds=None) ->
 def stability(points: pd.DataFrame, cache: dict) -> dict:
     ids = sorted(points["report_id"].unique())
     first_ids = set(np.random.default_rng(0).choice(ids, size=int(0.8 * len(ids)), replace=False))
-    first = points[points["report_id"].isin(first_ids)].reset_index(drop=True)
+    in_first = points["report_id"].isin(first_ids).to_numpy()
+    first = points[in_first].reset_index(drop=True)
     g1, a1 = fit_groups(first, random_state=0, embeddings=cache)
     with tempfile.TemporaryDirectory() as tmp:
         g1.save(Path(tmp))
         g2, a2 = assign_groups(Grouping.load(Path(tmp)), points)
-    later = pd.Series(a2, index=points["report_id"] + "#" + points["position"].astype(str))
-    after = later.loc[first["report_id"] + "#" + first["position"].astype(str)].to_numpy()
+    after = a2[in_first]  # the same points, in the same order
     grouped = a1 >= 0
     again, assigned_again = fit_groups(points, random_state=0, embeddings=cache)
     once, assigned_once = fit_groups(points, random_state=0, embeddings=cache)
@@ -115,9 +117,7 @@ def stability(points: pd.DataFrame, cache: dict) -> dict:
         "share_of_earlier_points_with_the_same_group_id": float((after == a1).mean()),
         "share_of_earlier_grouped_points_with_the_same_group_id": float((after[grouped] == a1[grouped]).mean()),
         "earlier_not_yet_recurring_points_now_grouped": int(((a1 == -1) & (after >= 0)).sum()),
-        "new_points_joining_existing_groups_share": float(
-            (a2[~points["report_id"].isin(first_ids).to_numpy()] >= 0).mean()
-        ),
+        "new_points_joining_existing_groups_share": float((a2[~in_first] >= 0).mean()),
         "new_groups_after_adding_20pct": len(g2.group_ids) - len(g1.group_ids),
         "identical_on_rerun": bool((assigned_once == assigned_again).all() and once.labels == again.labels),
     }
@@ -135,14 +135,14 @@ def main() -> None:
     suicide = fetch_pfd_reports()
     matched, marked = boundary_agreement(gold, suicide.set_index("id")["concerns"])
     road, road_labels = fetch_pfd_road_traffic()
-    road_points, _ = extract_review_points(pfd_as_reviews(road))
+    road_points, _ = extract_review_points(pfd_as_reviews(road, "url"))  # ids repeat; urls do not
     cache, vectors = embedded(road_points)
     dev = {
         "points": len(road_points),
         "reports": int(road_points["report_id"].nunique()),
         "ours": ours(road_points, road_labels, cache),
         "ours_with_default_framework": ours(road_points, road_labels, cache, load_seed_themes(FRAMEWORK)),
-        **baselines(road_points, road, road_labels, vectors),
+        **baselines(road_points, road, road_labels, vectors, "url"),
         "stability": stability(road_points, cache),
     }
     dev["gain_over_tfidf_kmeans_points"] = dev["ours"]["mean_adjusted"] - float(np.mean(dev["tfidf_kmeans_points"]))
@@ -156,7 +156,7 @@ def main() -> None:
     check = {
         "points": len(suicide_points),
         "ours": ours(suicide_points, family, suicide_cache),
-        **baselines(suicide_points, suicide, family, suicide_vectors),
+        **baselines(suicide_points, suicide, family, suicide_vectors, "id"),
     }
     grouping, _ = fit_groups(suicide_points, random_state=0, embeddings=suicide_cache)
     sir = read_review_document(ROOT / "tests" / "fixtures" / "sir_seed.docx")

@@ -98,21 +98,22 @@ def fetch_pfd_road_traffic(data_home=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Coroners' reports after road deaths, for developing the grouping: (reports, theme labels).
 
     Labels: one boolean column per theme (the columns between ``concerns`` and ``age``),
-    indexed by report id; silver labels, a guide rather than the truth."""
+    indexed by the report's ``url`` (its ``id`` repeats for a few reports); silver labels, a
+    guide rather than the truth."""
     pfd = _read(dataset_path("pfd_road_traffic_dev.csv", data_home))
     columns = list(pfd.columns)
     themes = columns[columns.index("concerns") + 1 : columns.index("age")]
-    labels = pfd.set_index("id")[themes].apply(lambda s: s.astype(str).str.lower() == "true")
+    labels = pfd.set_index("url")[themes].apply(lambda s: s.astype(str).str.lower() == "true")
     return pfd, labels
 
 
-def pfd_as_reviews(pfd: pd.DataFrame) -> pd.DataFrame:
+def pfd_as_reviews(pfd: pd.DataFrame, id_column: str = "id") -> pd.DataFrame:
     """Coroners' reports as reviews: their matters of concern, date and the deceased's name words."""
     from pipelines.text import person_names
 
     return pd.DataFrame(
         {
-            "report_id": pfd["id"],
+            "report_id": pfd[id_column],
             "text": pfd["concerns"],
             "date": pfd["date"],
             "team": "",
