@@ -215,8 +215,9 @@ LINKAGE_POINTS = 4000
 # The lowest share of members' similarity to their group's centre a new point must reach
 # to join the group (a quantile over all fitted members).
 JOIN_QUANTILE = 0.05
-# Fewer points than this share too little to estimate what they share: no offset.
-MIN_OFFSET_POINTS = 20
+# A single point is all it shares with itself: no offset below two points. (With a few
+# points from one service the offset is their shared topic, which is what it should remove.)
+MIN_OFFSET_POINTS = 2
 MIN_REVIEWS = 2  # a group is a recurring learning point when it spans this many reviews
 NOT_RECURRING = -1
 
@@ -554,11 +555,24 @@ def _name_groups(texts: list[str], result: np.ndarray, ids: list[int], taken: se
         in_group = np.asarray(present[members].sum(axis=0)).ravel()
         score = (in_group / max(1, len(members))) * np.log(1 + len(texts) / overall) * (1 + (in_group >= 2))
         order = np.argsort(-score, kind="stable")
-        name = next((phrases[j] for j in order[:50] if in_group[j] > 0 and phrases[j] not in taken), None)
+        best = next((j for j in order[:50] if in_group[j] > 0 and phrases[j] not in taken), None)
+        name = _whole_phrase(phrases, in_group, best) if best is not None else None
         name = name or _word_pair(texts, members, taken) or f"group {gid}"
         taken.add(name)
         names.append(name)
     return names
+
+
+def _whole_phrase(phrases: np.ndarray, in_group: np.ndarray, best: int) -> str:
+    """The longer phrase holding the chosen one when the group uses it nearly as often:
+    "community mental health" rather than "community mental"."""
+    chosen = phrases[best]
+    longer = [
+        j
+        for j in np.flatnonzero(in_group >= 0.8 * in_group[best])
+        if len(phrases[j]) > len(chosen) and f" {chosen} " in f" {phrases[j]} "
+    ]
+    return phrases[max(longer, key=lambda j: (in_group[j], phrases[j]))] if longer else chosen
 
 
 def _word_pair(texts: list[str], members: np.ndarray, taken: set[str]) -> str | None:
