@@ -645,7 +645,9 @@ def write_learning(engine: Engine, run_id: str, fingerprint: str, points: pd.Dat
             records = _records(points.assign(position=points["position"].astype(int)), point_fields)
             conn.execute(insert(learning_points), [{**r, "run_id": run_id} for r in records])
         if len(groups):
-            records = _records(groups.assign(recurring=groups["recurring"].astype(bool)), group_fields)
+            # A column the caller does not have (a frame from before representative_point) is stored empty.
+            groups = groups.assign(recurring=groups["recurring"].astype(bool)).reindex(columns=group_fields)
+            records = _records(groups, group_fields)
             conn.execute(
                 insert(learning_groups),
                 [{**r, "run_id": run_id, "first_run": first.get(int(r["group_id"]), run_id)} for r in records],

@@ -367,3 +367,26 @@ def test_learning_cli_contract(tmp_path, public_data_dir):
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(points, pd.read_csv(tmp_path / "points2.csv", dtype=str, keep_default_na=False))
     assert "Andrew Herrin Dodds" not in (tmp_path / "points.csv").read_text()
+
+
+def test_an_older_store_gains_the_representative_point_column(tmp_path):
+    import sqlalchemy as sa
+
+    from pipelines import store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = store.connect(url)
+    with engine.begin() as conn:  # make it a version-4 store: no representative_point yet
+        conn.execute(sa.text("ALTER TABLE learning_groups DROP COLUMN representative_point"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (4, '2025-01-01')"))
+    engine.dispose()
+    engine = store.connect(url)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("learning_groups")}
+    assert "representative_point" in columns
+    groups = pd.DataFrame(
+        [{"group_id": 0, "group_label": "duty rota", "n_points": 2, "n_reviews": 2, "recurring": True,
+          "representative_point": "The duty rota left no cover.", "representative_points": "a | b"}]
+    )  # fmt: skip
+    store.write_learning(engine, "run1", "f1", pd.DataFrame(columns=["report_id", "position"]), groups)
+    assert store.read_learning(engine)[1]["representative_point"].tolist() == ["The duty rota left no cover."]
