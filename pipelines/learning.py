@@ -473,8 +473,16 @@ def fit_groups(
     # sample of it; the same input and seed give the same order.
     free = np.flatnonzero(seeded < 0)
     free = free[np.random.default_rng(random_state).permutation(len(free))]
-    _open_groups(grouping, X, reports, free, result)
+    # The first batch sets how close a later point must be to join a group; then the rest
+    # join the groups they fit, and what fits none is grouped in further rounds.
+    _open_groups(grouping, X, reports, free[:LINKAGE_POINTS], result)
     grouping.assign_threshold = _join_threshold(X, result, grouping)
+    rest = free[LINKAGE_POINTS:]
+    if len(rest):
+        nearest, sims = _nearest(X[rest], grouping.centroids)
+        fits = sims >= grouping.assign_threshold
+        result[rest[fits]] = np.asarray(grouping.group_ids)[nearest[fits]]
+        _open_groups(grouping, X, reports, rest[~fits], result)
     names = _name_groups(texts, result, grouping.group_ids[len(seeds) :], set(grouping.seeds))
     grouping.labels = grouping.seeds + names
     grouping.assignments = dict(zip(point_key(points), map(int, result)))
@@ -556,21 +564,21 @@ def _name_groups(texts: list[str], result: np.ndarray, ids: list[int], taken: se
         score = (in_group / max(1, len(members))) * np.log(1 + len(texts) / overall) * (1 + (in_group >= 2))
         order = np.argsort(-score, kind="stable")
         best = next((j for j in order[:50] if in_group[j] > 0 and phrases[j] not in taken), None)
-        name = _whole_phrase(phrases, in_group, best) if best is not None else None
+        name = _whole_phrase(phrases, in_group, best, taken) if best is not None else None
         name = name or _word_pair(texts, members, taken) or f"group {gid}"
         taken.add(name)
         names.append(name)
     return names
 
 
-def _whole_phrase(phrases: np.ndarray, in_group: np.ndarray, best: int) -> str:
+def _whole_phrase(phrases: np.ndarray, in_group: np.ndarray, best: int, taken: set[str]) -> str:
     """The longer phrase holding the chosen one when the group uses it nearly as often:
     "community mental health" rather than "community mental"."""
     chosen = phrases[best]
     longer = [
         j
         for j in np.flatnonzero(in_group >= 0.8 * in_group[best])
-        if len(phrases[j]) > len(chosen) and f" {chosen} " in f" {phrases[j]} "
+        if len(phrases[j]) > len(chosen) and f" {chosen} " in f" {phrases[j]} " and phrases[j] not in taken
     ]
     return phrases[max(longer, key=lambda j: (in_group[j], phrases[j]))] if longer else chosen
 

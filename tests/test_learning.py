@@ -390,3 +390,17 @@ def test_an_older_store_gains_the_representative_point_column(tmp_path):
     )  # fmt: skip
     store.write_learning(engine, "run1", "f1", pd.DataFrame(columns=["report_id", "position"]), groups)
     assert store.read_learning(engine)[1]["representative_point"].tolist() == ["The duty rota left no cover."]
+
+
+@pytest.mark.slow
+def test_large_inputs_are_grouped_in_rounds_with_the_same_rules(pfd_points, pfd_embeddings, monkeypatch):
+    import pipelines.learning as learning
+
+    monkeypatch.setattr(learning, "LINKAGE_POINTS", 300)  # 981 points: a first batch, then rounds
+    grouping, assigned = fit_groups(pfd_points, random_state=0, embeddings=pfd_embeddings)
+    again, assigned_again = fit_groups(pfd_points, random_state=0, embeddings=pfd_embeddings)
+    assert (assigned == assigned_again).all()
+    assert 0.02 < (assigned == -1).mean() < 0.3  # later points join only groups they fit
+    reports = pfd_points["report_id"].to_numpy()
+    assert all(len(set(reports[assigned == g])) >= 2 for g in np.unique(assigned[assigned >= 0]))
+    assert len(set(grouping.labels)) == len(grouping.labels)
