@@ -95,6 +95,15 @@ class Settings(BaseSettings):
         5, ge=1, description="Counts under this are shown as '<N' in report breakdowns that could identify a person."
     )
     reviews_seed_themes: Path | None = Field(None, description="YAML of known learning themes used when grouping.")
+    council_weight: float = Field(
+        10.0,
+        gt=0,
+        description="With train --add-public-data: weight of each council-labelled row against a public one "
+        "(chosen by benchmarks/council_learning_curve.py).",
+    )
+    example_weight: float = Field(
+        10.0, gt=0, description="Weight of each taxonomy example row against a public one in training."
+    )
     export_columns: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXPORT_COLUMNS),
         description="Store field -> column name in the complaint exports.",

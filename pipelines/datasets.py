@@ -20,6 +20,8 @@ CHECKSUMS = {
     "pfd_suicide_reports.csv": "3df877ec987a35d0aafc303615091f7827b5db8b265c84bebfa2bd99c4487f9c",
 }
 FFT_V6_FIRST_LABEL = "Not assigned"
+FFT_FILE = "nhs_fft_phase1.csv"
+FFT_CROSSWALK = Path("crosswalks") / "nhs_fft_phase1.yaml"  # the default crosswalk, under data_dir
 
 
 class DatasetError(FileNotFoundError):

@@ -27,15 +27,15 @@ from tqdm import tqdm
 
 from pipelines import store
 from pipelines.config import Settings, configure_mlflow, get_settings
-from pipelines.datasets import DatasetError, dataset_path, sample_complaints_path, sha256_of
+from pipelines.datasets import FFT_CROSSWALK, DatasetError, dataset_path, sample_complaints_path, sha256_of
 from pipelines.deadlines import acknowledgement_deadline, due_soon_before, learning_stage
-from pipelines.score import resolve_model, scored_in_order
+from pipelines.score import resolve_model, scored_in_order, split_unknown_types
 from pipelines.tables import ROW, RowChecks, SqlTable, TableWriter, iter_chunks
+from pipelines.taxonomy import Taxonomy
 from pipelines.text import as_text, normalise, redact
 
 log = logging.getLogger(__name__)
 
-FFT_CROSSWALK = Path("crosswalks") / "nhs_fft_phase1.yaml"
 EXPORT_SUFFIXES = {".csv", ".xlsx", ".parquet"}
 EXIT_OK, EXIT_FAILURE, EXIT_QUARANTINED, EXIT_LOCKED = 0, 1, 3, 4
 DATE_FIELDS = ["received_date", "closed_date", "learning_completed_date"]
@@ -138,6 +138,8 @@ class ExportReader:
         self.settings = settings
         # Quarantined rows keep every export column the job knows, with where and why.
         self.quarantine_columns = ["_file", ROW, "_column", "_reason", *dict.fromkeys(self.columns.values())]
+        # A stated feedback type must be one of the taxonomy's (empty: unknown, the model decides).
+        self.feedback_types = Taxonomy.from_file(settings.taxonomy_path).feedback_type_of()
 
     def chunks(self, source: Path | SqlTable):
         """(good store rows, quarantined rows) per chunk of one export file or database table."""
@@ -150,8 +152,12 @@ class ExportReader:
             if isinstance(source, SqlTable)
             else iter_chunks(source, self.settings.chunk_rows, required)
         )
+        type_column = cols["feedback_type_given"]
         for chunk in chunks:
             good, bad = checks.split(chunk)
+            if type_column in good.columns:
+                good, bad_type = split_unknown_types(good, type_column, self.feedback_types, path)
+                bad = pd.concat([bad, bad_type]) if len(bad_type) else bad
             rows = pd.DataFrame({"source_row": good[ROW].to_numpy()}, index=good.index)
             for target, source in cols.items():
                 rows[target] = good[source].fillna("").astype(str).str.strip() if source in good.columns else ""
