@@ -192,7 +192,14 @@ def score(
         try:
             summary = _guarded(
                 lambda: score_file_spark(
-                    model, input, output, text_column, id_column, quarantine, spark_master, type_column=feedback_type_column
+                    model,
+                    input,
+                    output,
+                    text_column,
+                    id_column,
+                    quarantine,
+                    spark_master,
+                    type_column=feedback_type_column,
                 )
             )
         except ImportError as err:

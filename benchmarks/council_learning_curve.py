@@ -30,7 +30,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
@@ -141,7 +140,9 @@ def run_draw(draw, council, taxonomy, settings, public, cold, weights, sizes, or
                 tuned = settings.model_copy(update={"council_weight": weight})
                 model = fit_with_public(rows, taxonomy, tuned, public)
                 name = "public+examples+council" + ("" if len(weights) == 1 else f" (council_weight {weight:g})")
-                runs.append({"training": name, "order": order, "labels": n, "draw": draw, **score(model, test, taxonomy)})
+                runs.append(
+                    {"training": name, "order": order, "labels": n, "draw": draw, **score(model, test, taxonomy)}
+                )
             alone = fit_alone(rows, taxonomy)
             if alone is not None:
                 runs.append({"training": "council rows alone", "order": order, "labels": n, "draw": draw,
@@ -153,11 +154,17 @@ def run_draw(draw, council, taxonomy, settings, public, cold, weights, sizes, or
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, default=5)
-    parser.add_argument("--weights", default="", help="council weights to compare, e.g. 1,3,10,30 (default: the setting)")
+    parser.add_argument(
+        "--weights", default="", help="council weights to compare, e.g. 1,3,10,30 (default: the setting)"
+    )
     parser.add_argument("--sizes", default="25,50,100,200", help="numbers of council labels (0 is always measured)")
     parser.add_argument("--orders", default="random,review queue")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--first-draw", type=int, default=0, help="run draws first..first+draws-1 (to split a run)")
+    parser.add_argument("--merge", type=Path, nargs="*", help="combine these partial result files into --output")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.output)
     sizes = [int(n) for n in args.sizes.split(",")]
     orders = args.orders.split(",")
     settings = Settings()
@@ -168,11 +175,15 @@ def main() -> None:
     public = public_labelled(settings)
     cold = fit_with_public(council.head(0), taxonomy, settings, public)
     runs = []
-    for draw in range(args.draws):
+    for draw in range(args.first_draw, args.first_draw + args.draws):
         runs.extend(run_draw(draw, council, taxonomy, settings, public, cold, weights, sizes, orders))
     result = {
-        "council_set": {"file": COUNCIL_SET.name, "rows": len(council),
-                        "per_theme": council["theme"].value_counts().to_dict(), "made_up": True},  # fmt: skip
+        "council_set": {
+            "file": COUNCIL_SET.name,
+            "rows": len(council),
+            "per_theme": council["theme"].value_counts().to_dict(),
+            "made_up": True,
+        },  # fmt: skip
         "pool_complaints": POOL,
         "draws": args.draws,
         "council_weights": weights,
@@ -182,10 +193,23 @@ def main() -> None:
         "seconds": round(time.monotonic() - started, 1),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, shared with other work",
     }
-    args.output.parent.mkdir(exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
+    write(result, args.output)
+
+
+def write(result: dict, path: Path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
     for key, row in result["summary"].items():
         print(f"{key:<70} acc {row['accuracy_mean']:.3f}  macro-F1 {row['macro_f1_mean']:.3f}")
+
+
+def merge(parts: list[Path], output: Path) -> None:
+    """One result from runs split over processes (their draws differ)."""
+    loaded = [json.loads(p.read_text()) for p in parts]
+    runs = [r for part in loaded for r in part["runs"]]
+    result = {**loaded[0], "runs": runs, "summary": summarise(runs), "draws": len({r["draw"] for r in runs}),
+              "seconds": max(part["seconds"] for part in loaded), "processes": len(parts)}  # fmt: skip
+    write(result, output)
 
 
 if __name__ == "__main__":

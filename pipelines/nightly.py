@@ -82,22 +82,17 @@ def champion(settings: Settings) -> tuple[str, str] | None:
     return f"models:/{settings.model_name}@champion", str(version.version)
 
 
-def train_default_model(settings: Settings) -> None:
-    """Train and register the default council model: FFT phase 1 through the crosswalk when the
-    public data is there, else the bundled made-up sample (a demo model, not a useful one)."""
-    from pipelines.train import train
+def train_default_model(settings: Settings, engine=None) -> None:
+    """Train and register the default council model: the council's labelled complaints in the
+    store (if any) on top of the public FFT data through the crosswalk and the taxonomy's
+    examples; without labels, the public data and examples; without the public data, the
+    bundled made-up sample (a demo model, not a useful one)."""
+    from pipelines.tables import InputError
+    from pipelines.taxonomy import TaxonomyError
+    from pipelines.train import assemble_training_set, train
 
     try:
         source = dataset_path("nhs_fft_phase1.csv", settings.public_data)
-        log.info("training default model on public FFT data through the crosswalk")
-        train(
-            source,
-            "feedback",
-            "code",
-            crosswalk_path=settings.data_dir / FFT_CROSSWALK,
-            register=settings.model_name,
-            settings=settings,
-        )
     except DatasetError:
         log.warning("public FFT data not found; training a demo model on the made-up sample")
         train(
@@ -108,6 +103,28 @@ def train_default_model(settings: Settings) -> None:
             register=settings.model_name,
             settings=settings,
         )
+        return
+    try:
+        own, _ = assemble_training_set(engine, settings) if engine is not None else (None, "")
+    except InputError:  # nothing labelled in the store yet
+        own = None
+    if own is not None:
+        log.info("training default model on the store's labelled complaints plus the public FFT data")
+        try:
+            train(own, "text", "theme", taxonomy_path=settings.taxonomy_path, add_public_data=True,
+                  register=settings.model_name, settings=settings)  # fmt: skip
+            return
+        except TaxonomyError as err:  # an export's theme the taxonomy does not know
+            log.warning("store labels not usable; public data only", extra={"fields": {"reason": str(err)[:200]}})
+    log.info("training default model on public FFT data through the crosswalk")
+    train(
+        source,
+        "feedback",
+        "code",
+        crosswalk_path=settings.data_dir / FFT_CROSSWALK,
+        register=settings.model_name,
+        settings=settings,
+    )
 
 
 def _sha256(values: pd.Series) -> pd.Series:
@@ -249,7 +266,7 @@ def run_nightly(
         found = champion(settings)
         trained = found is None
         if trained:
-            train_default_model(settings)
+            train_default_model(settings, engine)
             found = champion(settings)
         model_uri, model_version = found
         model_path = resolve_model(model_uri, settings)

@@ -176,7 +176,11 @@ class Crosswalk:
         # Per-code decisions: "codes"; "mappings" and "exceptions" are earlier names, kept so
         # older files still load.
         group_targets = decisions("groups", "group")
-        code_targets = {**decisions("mappings", "code"), **decisions("exceptions", "code"), **decisions("codes", "code")}
+        code_targets = {
+            **decisions("mappings", "code"),
+            **decisions("exceptions", "code"),
+            **decisions("codes", "code"),
+        }
         if group_targets and not raw.get("group_column"):
             raise TaxonomyError(f"{path}: 'groups' need a 'group_column' naming the framework's theme column")
         return cls(

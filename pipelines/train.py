@@ -266,8 +266,10 @@ def _splits(labels: pd.Series, multi_label: bool, holdout: float, cv, random_sta
     y = labels.iloc[rows]
     stratify = not multi_label and y.value_counts().min() >= (cv or 2)
     if cv:
-        splitter = StratifiedKFold(cv, shuffle=True, random_state=random_state) if stratify else KFold(
-            cv, shuffle=True, random_state=random_state
+        splitter = (
+            StratifiedKFold(cv, shuffle=True, random_state=random_state)
+            if stratify
+            else KFold(cv, shuffle=True, random_state=random_state)
         )
         pairs = list(splitter.split(rows, y if stratify else None))
     else:
@@ -440,10 +442,10 @@ def train(
         crosswalk_path,
         sub_label_column,
     )
+    data = with_training_sources(data, settings, add_public_data, taxonomy_path)
     evaluation_set = None
     if settings.evaluation_file and Path(settings.evaluation_file).is_file():
         data, evaluation_set = _without_evaluation_set(data, Path(settings.evaluation_file))
-    data = with_training_sources(data, settings, add_public_data, taxonomy_path)
     pipeline = make_pipeline(
         multi_label=data.multi_label,
         target_precision=settings.target_precision,
@@ -627,7 +629,9 @@ def _sources(data: LabelledData) -> dict:
         name: {
             "rows": int((origin == name).sum()),
             "weight": float(weights[origin == name].iloc[0]),
-            "rows_per_theme": {str(k): int(v) for k, v in data.labels[origin == name].value_counts().sort_index().items()},
+            "rows_per_theme": {
+                str(k): int(v) for k, v in data.labels[origin == name].value_counts().sort_index().items()
+            },
         }
         for name in dict.fromkeys(origin)
     }
@@ -649,6 +653,8 @@ def _without_evaluation_set(data: LabelledData, path: Path) -> tuple[LabelledDat
         texts=data.texts[~inside].reset_index(drop=True),
         labels=data.labels[~inside].reset_index(drop=True),
         sub_labels=None if data.sub_labels is None else data.sub_labels[~inside].reset_index(drop=True),
+        origin=None if data.origin is None else data.origin[~inside].reset_index(drop=True),
+        weights=None if data.weights is None else data.weights[~inside].reset_index(drop=True),
         dropped=dropped,
     )
     return kept, f"{path.name}@{evaluation_version(path)}"

@@ -50,7 +50,12 @@ def test_model_dir_is_a_loadable_pyfunc_with_probabilities(council_model):
     model = mlflow.pyfunc.load_model(str(council_model["model_dir"]))
     out = model.predict(
         pd.DataFrame(
-            {"text": ["Nobody called me back and I am still waiting for the assessment", "Thank you, the carers were wonderful"]}
+            {
+                "text": [
+                    "Nobody called me back and I am still waiting for the assessment",
+                    "Thank you, the carers were wonderful",
+                ]
+            }
         )
     )
     assert out["feedback_type"].tolist() == ["complaint", "compliment"]
@@ -165,7 +170,9 @@ def test_pyfunc_predict_takes_the_feedback_type_and_refuses_an_unknown_one(counc
         model.predict(pd.DataFrame({"text": PRAISE, "feedback_type": ["complaint", "enquiry"]}))
 
 
-def test_score_cli_feedback_type_column_restricts_themes_and_quarantines_unknown_types(council_model, state_dir, tmp_path):
+def test_score_cli_feedback_type_column_restricts_themes_and_quarantines_unknown_types(
+    council_model, state_dir, tmp_path
+):
     rows = pd.DataFrame(
         {
             "ref": ["A", "B", "C", "D", "E"],
@@ -215,8 +222,17 @@ def test_train_add_public_data_learns_a_small_council_file_on_top(tmp_path, stat
                 "The reablement worker was so kind to my father.",
             ]
             * 3,
-            "theme": ["timeliness", "communication", "process_not_followed", "process_not_followed",
-                      "quality_of_service", "standard_of_service", "general_service", "staff_behaviour"] * 3,  # fmt: skip
+            "theme": [
+                "timeliness",
+                "communication",
+                "process_not_followed",
+                "process_not_followed",
+                "quality_of_service",
+                "standard_of_service",
+                "general_service",
+                "staff_behaviour",
+            ]
+            * 3,  # fmt: skip
         }
     )
     path = tmp_path / "ours.csv"
