@@ -380,8 +380,9 @@ def review_export(
     seed: Annotated[int, typer.Option(help="Random seed of the audit sample.")] = 0,
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
 ):
-    """Write the review queue: the model's unsure tags, least confident first, then an audit
-    sample of confident ones, with redacted text, evidence and an empty analyst_theme column.
+    """Write the review queue: the model's unsure tags in the order that teaches the model most
+    (least confident first, themes and services taking turns, near-duplicates last), then an
+    audit sample of confident ones, with redacted text, evidence and an empty analyst_theme column.
 
     Example: python cli.py review export --output review-2026-11-26.xlsx
     """
