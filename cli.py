@@ -86,8 +86,19 @@ def train(
             "them too. Default: the crosswalk's codes, or the taxonomy sub-themes the labels name."
         ),
     ] = None,
+    add_public_data: Annotated[
+        bool,
+        typer.Option(
+            help="Also learn from the public NHS feedback mapped through the default crosswalk (and the "
+            "taxonomy's examples), the council's rows weighted so they take over as they grow (setting council_weight)."
+        ),
+    ] = False,
 ):
     """Train a theme model, evaluate it on held-out data and log it to MLflow.
+    The taxonomy's example texts are always learned too.
+
+    Example (a council's first labelled complaints on top of the public data): python cli.py train
+    --input our_complaints.csv --text-column text --label-column theme --add-public-data --model-dir models/ours
 
     Example: python cli.py train --input ../shared/data/nhs_fft_phase1.csv --text-column feedback
     --label-column code --crosswalk data/crosswalks/nhs_fft_phase1.yaml --register complaint-themes
@@ -122,6 +133,7 @@ def train(
             register=register,
             cv=cv,
             sub_label_column=sub_label_column,
+            add_public_data=add_public_data,
         )
     )
     m = result.metrics
@@ -153,8 +165,18 @@ def score(
     spark_master: Annotated[
         str, typer.Option(help="With --engine spark: any Spark master URL (local[N], spark://, yarn, k8s://).")
     ] = "local[*]",
+    feedback_type_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column saying what each row is (complaint, compliment; empty = unknown): the theme is then "
+            "one of that type's. Rows with any other value are quarantined."
+        ),
+    ] = None,
 ):
     """Tag complaints with theme, theme_confidence, themes, needs_review and evidence.
+
+    Example (the export says which rows are complaints): python cli.py score --model models:/complaint-themes@champion
+    --input data/sample/complaints.csv --text-column text --feedback-type-column feedback_type --output tagged.csv
 
     Example: python cli.py score --model models:/complaint-themes@champion --input data/sample/complaints.csv
     --text-column text --id-column complaint_id --output tagged.csv
@@ -169,13 +191,31 @@ def score(
     if engine == "spark":
         try:
             summary = _guarded(
-                lambda: score_file_spark(model, input, output, text_column, id_column, quarantine, spark_master)
+                lambda: score_file_spark(
+                    model,
+                    input,
+                    output,
+                    text_column,
+                    id_column,
+                    quarantine,
+                    spark_master,
+                    type_column=feedback_type_column,
+                )
             )
         except ImportError as err:
             _fail(str(err), EXIT_BAD_INPUT)
     else:
         summary = _guarded(
-            lambda: score_file(model, input, output, text_column, id_column, quarantine, progress=not _STATE["quiet"])
+            lambda: score_file(
+                model,
+                input,
+                output,
+                text_column,
+                id_column,
+                quarantine,
+                progress=not _STATE["quiet"],
+                type_column=feedback_type_column,
+            )
         )
     typer.echo(f"{summary.rows_in} rows read, {summary.rows_scored} tagged -> {summary.output}", err=True)
     if summary.rows_quarantined:
@@ -346,8 +386,9 @@ def review_export(
     seed: Annotated[int, typer.Option(help="Random seed of the audit sample.")] = 0,
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
 ):
-    """Write the review queue: the model's unsure tags, least confident first, then an audit
-    sample of confident ones, with redacted text, evidence and an empty analyst_theme column.
+    """Write the review queue: the model's unsure tags in the order that teaches the model most
+    (least confident first, themes and services taking turns, near-duplicates last), then an
+    audit sample of confident ones, with redacted text, evidence and an empty analyst_theme column.
 
     Example: python cli.py review export --output review-2026-11-26.xlsx
     """

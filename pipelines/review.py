@@ -39,15 +39,66 @@ REVIEW_COLUMNS = [
     "analyst_note",
 ]
 SHEET = "review"
+ORDER_NOTE = [
+    "The rows marked 'model unsure' are in the order that teaches the model most when labelled:",
+    "the least confident first, taking the model's themes and the services in turn,",
+    "with texts that nearly repeat one listed earlier moved to the end.",
+    "Label from the top: the first rows you label improve the next model most.",
+    "Then come confident tags drawn at random, to check the model where it is sure.",
+]
+
+
+def teaching_order(
+    texts: list[str],
+    confidence: np.ndarray,
+    themes: np.ndarray,
+    services: np.ndarray,
+    max_similarity: float = 0.8,
+    check_first: int = 2000,
+) -> np.ndarray:
+    """Row order in which labelling teaches the model most: least confident first, spread across
+    the model's themes and the services (each theme's queue takes services in turn, and the
+    themes take turns), with near-duplicates (word TF-IDF cosine above ``max_similarity`` to a
+    text already listed, checked among the first ``check_first``) moved to the end."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    frame = pd.DataFrame(
+        {"u": np.asarray(confidence, dtype=float), "theme": list(themes), "service": list(services)}
+    ).reset_index(drop=True)
+    frame = frame.sort_values("u", kind="stable")
+    frame["in_service"] = frame.groupby(["theme", "service"], sort=False).cumcount()
+    frame = frame.sort_values(["in_service", "u"], kind="stable")
+    frame["in_theme"] = frame.groupby("theme", sort=False).cumcount()
+    order = frame.sort_values(["in_theme", "u"], kind="stable").index.to_numpy()
+    head = order[:check_first]
+    if len(head) < 2:
+        return order
+    X = TfidfVectorizer(min_df=1).fit_transform([str(texts[i]) for i in head])
+    similar = (X @ X.T).toarray() > max_similarity
+    kept, dropped = [], []
+    taken = np.zeros(len(head), dtype=bool)
+    for k in range(len(head)):
+        (dropped if similar[k, taken].any() else kept).append(k)
+        taken[k] = k in kept[-1:]
+    return np.concatenate([head[kept], head[dropped], order[check_first:]])
 
 
 def review_queue(engine, audit: int = 50, seed: int = 0, limit: int | None = None) -> pd.DataFrame:
-    """Tags to check: every uncorrected tag that needs review (least confident first), then
-    ``audit`` confident ones drawn at random, so the confident tags are checked too."""
+    """Tags to check: every uncorrected tag that needs review, in the order that teaches the
+    model most (:func:`teaching_order`), then ``audit`` confident ones drawn at random, so the
+    confident tags are checked too."""
     frame = store.current_taggings(engine)
     # A complaint a person has already themed (in the export or a correction) is not asked again.
     frame = frame[frame["theme"].notna() & frame["analyst_theme"].isna() & (frame["human_theme"].fillna("") == "")]
     unsure = frame[frame["needs_review"].astype(bool)].sort_values(["theme_confidence", "complaint_id"])
+    unsure = unsure.iloc[
+        teaching_order(
+            unsure["text_redacted"].fillna("").tolist(),
+            unsure["theme_confidence"].to_numpy(),
+            unsure["theme"].to_numpy(),
+            unsure["service"].fillna("").to_numpy(),
+        )
+    ]
     if limit is not None:
         unsure = unsure.head(limit)
     confident = frame[~frame["needs_review"].astype(bool)].sort_values("complaint_id")
@@ -83,6 +134,7 @@ def export_review(engine, settings: Settings, path: Path, audit: int = 50, seed:
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         neutralise_formulas(queue).to_excel(writer, sheet_name=SHEET, index=False)
         pd.DataFrame({"theme": themes}).to_excel(writer, sheet_name="themes", index=False)
+        pd.DataFrame({"about this sheet": ORDER_NOTE}).to_excel(writer, sheet_name="about", index=False)
         sheet = writer.sheets[SHEET]
         column = REVIEW_COLUMNS.index("analyst_theme") + 1
         letter = sheet.cell(row=1, column=column).column_letter

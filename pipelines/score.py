@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipelines.config import Settings, get_settings
 from pipelines.tables import ROW, InputError, RowChecks, TableWriter, iter_chunks
-from pipelines.themes import OUTPUT_COLUMNS, tag
+from pipelines.themes import FEEDBACK_TYPE_INPUT, OUTPUT_COLUMNS, known_types, normalise_types, unknown_types
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,31 @@ def score_texts(model_path: str, texts: list[str], given_types: list[str] | None
     """The model's output columns for ``texts``; runs in a worker process.
 
     ``given_types``: the feedback type an export states for each text ("" where it says
-    nothing); the theme is then chosen among that type's themes (a complaint never gets a
-    compliment theme)."""
-    model = load_model(model_path)
-    if given_types is None:
-        return model.predict(pd.DataFrame({"text": texts}))
-    inner = model.unwrap_python_model()
-    return tag(inner.pipeline, texts, inner.info.get("feedback_types"), given_types)
+    nothing); the model's ``predict`` then chooses the theme among that type's themes (a
+    complaint never gets a compliment theme). One code path for every caller."""
+    frame = pd.DataFrame({"text": texts})
+    if given_types is not None:
+        frame[FEEDBACK_TYPE_INPUT] = pd.Series(list(given_types), dtype=object).fillna("").astype(str).to_numpy()
+    return load_model(model_path).predict(frame)
+
+
+def model_feedback_types(model_path: str) -> dict[str, str]:
+    """Theme -> feedback type, as the model at ``model_path`` was trained (empty without a taxonomy)."""
+    return load_model(model_path).unwrap_python_model().info.get("feedback_types") or {}
+
+
+def split_unknown_types(
+    chunk: pd.DataFrame, column: str, feedback_types: dict[str, str], source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows whose ``column`` is empty or a known feedback type, the rest with ``_reason``)."""
+    given = normalise_types(chunk[column].tolist())
+    bad = unknown_types(given, feedback_types)
+    reasons = [
+        f"{column} {str(v)[:40]!r} is not a feedback type of the taxonomy ({', '.join(known_types(feedback_types))})"
+        for v in chunk.loc[bad, column]
+    ]
+    quarantined = chunk[bad].assign(_reason=reasons, _column=column, _file=source)
+    return chunk[~bad], quarantined
 
 
 def score_frame(frame: pd.DataFrame, model_path: str, text_column: str) -> pd.DataFrame:
@@ -99,8 +117,11 @@ def score_file(
     quarantine_path: str | Path | None = None,
     settings: Settings | None = None,
     progress: bool = True,
+    type_column: str | None = None,
 ) -> ScoreSummary:
     """Tag every row of ``input_path`` and write all its columns plus :data:`OUTPUT_COLUMNS`.
+    ``type_column`` names the export's feedback type (complaint, compliment; empty = unknown):
+    each row's theme is then one of that type's, and a row with another value is quarantined.
 
     Example: ``score_file("models:/complaint-themes@champion", "new.csv", "tagged.csv", "text", "id")``
     """
@@ -110,10 +131,11 @@ def score_file(
     quarantine_path = (
         Path(quarantine_path) if quarantine_path else output_path.with_name(output_path.stem + ".quarantine.csv")
     )
-    required = [text_column] + ([id_column] if id_column else [])
+    required = [text_column] + ([id_column] if id_column else []) + ([type_column] if type_column else [])
     chunks = iter_chunks(input_path, settings.chunk_rows, required)
     first = next(chunks, None)  # raises InputError early for a missing or empty file or column
     model_path = resolve_model(model_uri, settings)
+    types = _types_to_check(model_uri, model_path, type_column)
     checks = RowChecks(str(input_path), text_column, id_column, settings.max_text_chars)
     writer, quarantine = TableWriter(output_path), TableWriter(quarantine_path)
     rows_in = 0
@@ -123,6 +145,9 @@ def score_file(
         nonlocal rows_in, columns
         for chunk in _chain(first, chunks):
             good, bad = checks.split(chunk)
+            if type_column:
+                good, bad_type = split_unknown_types(good, type_column, types, str(input_path))
+                bad = pd.concat([bad, bad_type]) if len(bad_type) else bad
             rows_in += len(chunk)
             if columns is None:
                 columns = [c for c in good.columns if c != ROW]  # input names, as quarantine keeps them
@@ -136,7 +161,7 @@ def score_file(
 
     bar = tqdm(unit="rows", disable=not progress, desc="scoring", mininterval=1.0)
     try:
-        results = scored_in_order(validated(), model_path, text_column, max(1, settings.n_jobs))
+        results = scored_in_order(validated(), model_path, text_column, max(1, settings.n_jobs), type_column)
         for good, out in results:
             kept = _keep_input_apart(good.drop(columns=[ROW])).reset_index(drop=True)
             tagged = pd.concat([kept, out[OUTPUT_COLUMNS]], axis=1)
@@ -205,6 +230,19 @@ def scored_in_order(
             yield chunk_done, out.result() if isinstance(out, Future) else out
 
 
+def _types_to_check(model_uri: str, model_path: str, type_column: str | None) -> dict[str, str]:
+    """The model's theme -> feedback type map, when a type column is to be checked against it."""
+    if not type_column:
+        return {}
+    types = model_feedback_types(model_path)
+    if not types:
+        raise InputError(
+            f"model {model_uri!r} was trained without a taxonomy, so it knows no feedback types; "
+            f"drop the feedback type column {type_column!r} or train with --taxonomy or --crosswalk"
+        )
+    return types
+
+
 def _ready(out) -> bool:
     return not isinstance(out, Future) or out.done()
 
@@ -265,7 +303,7 @@ def spark_session(master: str = "local[*]"):
     return builder.getOrCreate()
 
 
-def score_spark(df, model_uri: str, text_column: str, settings: Settings | None = None):
+def score_spark(df, model_uri: str, text_column: str, settings: Settings | None = None, type_column: str | None = None):
     """A Spark DataFrame with :data:`OUTPUT_COLUMNS` added, scored by the project's MLflow model
     (``models:/NAME@ALIAS`` or a model folder). Input columns named like an output column are
     renamed ``<name>_input``, as in the local scorer. Lazy: nothing is collected to the driver.
@@ -284,13 +322,18 @@ def score_spark(df, model_uri: str, text_column: str, settings: Settings | None 
         if column in OUTPUT_COLUMNS:
             renamed = renamed.withColumnRenamed(column, f"{column}_input")
     text = F.coalesce(F.col(text_column if text_column not in OUTPUT_COLUMNS else f"{text_column}_input"), F.lit(""))
-    tagged = renamed.withColumn("_tags", udf(F.struct(text.alias("text"))))
+    inputs = [text.alias("text")]
+    if type_column:  # the model's optional input: what the export says the row is
+        given = type_column if type_column not in OUTPUT_COLUMNS else f"{type_column}_input"
+        inputs.append(F.coalesce(F.col(given), F.lit("")).alias(FEEDBACK_TYPE_INPUT))
+    tagged = renamed.withColumn("_tags", udf(F.struct(*inputs)))
     return tagged.select(*renamed.columns, *[F.col(f"_tags.{c}").alias(c) for c in OUTPUT_COLUMNS])
 
 
-def spark_row_checks(df, text_column: str, id_column: str | None, max_chars: int, source: str):
+def spark_row_checks(df, text_column: str, id_column: str | None, max_chars: int, source: str, types=None):
     """(good rows, quarantined rows) with the local scorer's reasons: empty or oversized text,
-    missing id, duplicate id (every occurrence after the first, by row number)."""
+    a feedback type not known (``types``: (column, theme -> type map)), missing id, duplicate
+    id (every occurrence after the first, by row number)."""
     _, Window, F = _pyspark()
     numbered = df.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF([*df.columns, ROW])
     text = F.coalesce(F.col(text_column), F.lit(""))
@@ -299,6 +342,8 @@ def spark_row_checks(df, text_column: str, id_column: str | None, max_chars: int
         F.concat(F.lit(f"text longer than {max_chars} characters ("), F.length(text).cast("string"), F.lit(")")),
     )
     column = F.when(reason.isNotNull(), F.lit(text_column))
+    if types:
+        reason, column = _spark_type_check(F, reason, column, *types)
     if id_column:
         ident = F.trim(F.coalesce(F.col(id_column), F.lit("")))
         first = F.min(ROW).over(Window.partitionBy(ident))
@@ -319,6 +364,18 @@ def spark_row_checks(df, text_column: str, id_column: str | None, max_chars: int
     return good, bad.select("_file", ROW, "_column", "_reason", *df.columns)
 
 
+def _spark_type_check(F, reason, column, type_column: str, feedback_types: dict[str, str]):
+    """The Spark form of :func:`split_unknown_types`, chained after the text checks."""
+    given = F.lower(F.trim(F.coalesce(F.col(type_column), F.lit(""))))
+    bad = reason.isNull() & ~given.isin(["", *known_types(feedback_types)])
+    why = F.concat(
+        F.lit(f"{type_column} '"),
+        F.substring(F.col(type_column), 1, 40),
+        F.lit(f"' is not a feedback type of the taxonomy ({', '.join(known_types(feedback_types))})"),
+    )
+    return F.when(bad, why).otherwise(reason), F.when(bad, F.lit(type_column)).otherwise(column)
+
+
 def score_file_spark(
     model_uri: str,
     input_path: str | Path,
@@ -328,6 +385,7 @@ def score_file_spark(
     quarantine_dir: str | Path | None = None,
     master: str = "local[*]",
     settings: Settings | None = None,
+    type_column: str | None = None,
 ) -> ScoreSummary:
     """Score a Parquet or CSV file (or folder) with Spark into a folder of Parquet files; bad
     rows go to a quarantine Parquet folder with their reasons. Only counts reach the driver."""
@@ -343,14 +401,16 @@ def score_file_spark(
         df = spark.read.parquet(str(input_path))
     else:
         df = spark.read.csv(str(input_path), header=True, multiLine=True, escape='"', inferSchema=False)
-    required = [text_column] + ([id_column] if id_column else [])
+    required = [text_column] + ([id_column] if id_column else []) + ([type_column] if type_column else [])
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(f"{input_path}: column {missing[0]!r} not found; columns are: {', '.join(df.columns)}")
     df = df.select(*[df[c].cast("string").alias(c) for c in df.columns])
-    good, bad = spark_row_checks(df, text_column, id_column, settings.max_text_chars, str(input_path))
+    model_path = resolve_model(model_uri, settings)
+    types = (type_column, _types_to_check(model_uri, model_path, type_column)) if type_column else None
+    good, bad = spark_row_checks(df, text_column, id_column, settings.max_text_chars, str(input_path), types)
     good = good.cache()
-    scored = score_spark(good.drop(ROW), model_uri, text_column, settings)
+    scored = score_spark(good.drop(ROW), model_path, text_column, settings, type_column)
     scored.write.mode("overwrite").parquet(str(output_dir))
     rows_scored = spark.read.parquet(str(output_dir)).count()
     bad.write.mode("overwrite").parquet(str(quarantine_dir))

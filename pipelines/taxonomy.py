@@ -36,6 +36,7 @@ class Taxonomy:
     version: str
     themes: tuple[Theme, ...]
     source_sha256: str = ""
+    examples: tuple[tuple[str, str], ...] = ()  # (theme or sub-theme, example text)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Taxonomy:
@@ -67,6 +68,7 @@ class Taxonomy:
             version=str(raw.get("version", "1")),
             themes=tuple(themes),
             source_sha256=hashlib.sha256(raw_bytes).hexdigest(),
+            examples=_examples(raw.get("examples"), seen, path),
         )
 
     @property
@@ -88,6 +90,19 @@ class Taxonomy:
             mapping.update({sub: t.name for sub in t.sub_themes})
         return mapping
 
+    def example_rows(self) -> pd.DataFrame:
+        """The taxonomy's example texts as training rows: ``text``, ``theme`` (rolled up) and
+        ``sub_label`` (the theme or sub-theme the example was listed under)."""
+        labels = [label for label, _ in self.examples]
+        return pd.DataFrame(
+            {
+                "text": [text for _, text in self.examples],
+                "theme": [self.roll_up()[label] for label in labels],
+                "sub_label": labels,
+            },
+            dtype=object,
+        )
+
     def resolve_labels(self, labels: pd.Series, *, multi_label: bool, source: str = "input") -> pd.Series:
         """Roll labels up to themes; unknown labels raise an error naming the row.
 
@@ -108,6 +123,22 @@ class Taxonomy:
             themes = list(dict.fromkeys(mapping[p] for p in parts))
             resolved.append(";".join(themes))
         return pd.Series(resolved, index=labels.index, name=labels.name)
+
+
+def _examples(raw, known: dict, path: Path) -> tuple[tuple[str, str], ...]:
+    """``examples: {theme or sub-theme: [text, ...]}`` as (label, text) pairs, checked."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise TaxonomyError(f"{path}: 'examples' must map a theme or sub-theme to a list of texts")
+    pairs = []
+    for label, texts in raw.items():
+        if str(label) not in known:
+            raise TaxonomyError(f"{path}: examples given for {label!r}, which is not a theme or sub-theme")
+        if not isinstance(texts, list):
+            raise TaxonomyError(f"{path}: examples of {label!r} must be a list of texts")
+        pairs.extend((str(label), str(t).strip()) for t in texts if str(t or "").strip())
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -142,9 +173,14 @@ class Crosswalk:
                 targets.update({(str(m[key]), t): m[t] for t in ("complaint", "compliment") if t in m})
             return targets
 
-        # "mappings" is the earlier name for per-code decisions, kept so older files still load.
+        # Per-code decisions: "codes"; "mappings" and "exceptions" are earlier names, kept so
+        # older files still load.
         group_targets = decisions("groups", "group")
-        code_targets = {**decisions("mappings", "code"), **decisions("exceptions", "code")}
+        code_targets = {
+            **decisions("mappings", "code"),
+            **decisions("exceptions", "code"),
+            **decisions("codes", "code"),
+        }
         if group_targets and not raw.get("group_column"):
             raise TaxonomyError(f"{path}: 'groups' need a 'group_column' naming the framework's theme column")
         return cls(

@@ -110,24 +110,28 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X, y, sub_labels=None):
+    def fit(self, X, y, sub_labels=None, sample_weight=None):
         """Fit on themes ``y``; ``sub_labels`` (optional, single-label only) are finer labels,
-        one per row, that roll up to ``y``: a sub-theme, or another framework's code."""
+        one per row, that roll up to ``y``: a sub-theme, or another framework's code.
+        ``sample_weight`` (single-label only) weights rows in the SVM fits, e.g. a council's own
+        labelled complaints above the public data."""
         y = np.asarray(y, dtype=object)
-        if sub_labels is not None and len(sub_labels) != len(y):
-            raise ValueError(f"sub_labels has {len(sub_labels)} rows, y has {len(y)}")
+        for name, extra in (("sub_labels", sub_labels), ("sample_weight", sample_weight)):
+            if extra is not None and len(extra) != len(y):
+                raise ValueError(f"{name} has {len(extra)} rows, y has {len(y)}")
         if self.multi_label:
-            if sub_labels is not None:
-                raise ValueError("sub_labels are for single-label themes; multi-label rows have several themes")
+            if sub_labels is not None or sample_weight is not None:
+                raise ValueError("sub_labels and sample_weight are for single-label themes, not multi-label")
             self._fit_multi_label(X, y)
         else:
-            self._fit_single_label(X, y, sub_labels)
+            weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+            self._fit_single_label(X, y, sub_labels, weight)
         return self
 
     def _svm(self):
         return LinearSVC(C=self.C, class_weight=self.class_weight, random_state=self.random_state)
 
-    def _fit_single_label(self, X, y, sub_labels=None):
+    def _fit_single_label(self, X, y, sub_labels=None, weight=None):
         self.classes_, y_index, counts = np.unique(y, return_inverse=True, return_counts=True)
         if len(self.classes_) < 2:
             raise ValueError("training data needs at least two themes")
@@ -148,7 +152,7 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
                 X, y_index if sub_index is None else sub_index
             )
         )
-        fits = self._fit_with_folds(X, {"sub": sub_index, "themes": y_index}, folds)
+        fits = self._fit_with_folds(X, {"sub": sub_index, "themes": y_index}, folds, weight)
         self.estimator_, oof = fits["themes"]
         if sub_index is None:
             self.temperature_ = _fit_temperature(oof, y_index)
@@ -163,14 +167,15 @@ class ThemeClassifier(ClassifierMixin, BaseEstimator):
         self._set_review_threshold(proba.max(axis=1), correct)
         return self
 
-    def _fit_with_folds(self, X, targets: dict, folds) -> dict:
+    def _fit_with_folds(self, X, targets: dict, folds, weight=None) -> dict:
         """For each target (skipping None): the average of the SVMs fitted on each fold's
         training rows (itself a linear SVM), and their out-of-fold scores, which calibrate it.
         The fits run as one batch of threads (liblinear releases the GIL), in the targets'
         order: put the largest problem first."""
         jobs = [(name, y, train) for name, y in targets.items() if y is not None for train, _ in folds]
         fitted = Parallel(n_jobs=self.n_jobs, prefer="threads")(
-            delayed(self._svm().fit)(X[train], y[train]) for _, y, train in jobs
+            delayed(self._svm().fit)(X[train], y[train], None if weight is None else weight[train])
+            for _, y, train in jobs
         )
         out = {}
         for name in dict.fromkeys(job[0] for job in jobs):
@@ -624,6 +629,24 @@ def _objects(values) -> pd.Series:
     return pd.Series(values, dtype=object)
 
 
+FEEDBACK_TYPE_INPUT = "feedback_type"  # optional model input: the type an export states
+
+
+def known_types(feedback_types: dict[str, str] | None) -> list[str]:
+    """The feedback types a model's themes belong to (lower case), in taxonomy order."""
+    return list(dict.fromkeys(str(t).strip().lower() for t in (feedback_types or {}).values()))
+
+
+def normalise_types(values) -> np.ndarray:
+    """Given feedback types as lower-case stripped strings; missing values become "" (unknown)."""
+    return np.array(["" if v is None or v != v else str(v).strip().lower() for v in values], dtype=object)
+
+
+def unknown_types(given: np.ndarray, feedback_types: dict[str, str] | None) -> np.ndarray:
+    """True where a given type is neither empty nor one of the model's types."""
+    return (given != "") & ~np.isin(given, known_types(feedback_types))
+
+
 def restrict_to_given_types(
     proba: np.ndarray, classes: list[str], feedback_types: dict[str, str], given, multi_label: bool
 ) -> np.ndarray:
@@ -708,8 +731,23 @@ try:  # mlflow is a core dependency, but keep the estimator importable without i
             self.info = json.loads(Path(context.artifacts["info"]).read_text())
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            """An optional ``feedback_type`` column (what the export says) restricts each row's
+            theme to that type's themes; empty means unknown. A value the model's taxonomy does
+            not know is refused here: file readers quarantine such rows before scoring. A model
+            trained without a taxonomy has no feedback types and ignores the column."""
             texts = model_input["text"] if "text" in model_input.columns else model_input.iloc[:, 0]
-            return tag(self.pipeline, texts, self.info.get("feedback_types"))
+            types = self.info.get("feedback_types")
+            given = None
+            if FEEDBACK_TYPE_INPUT in model_input.columns:
+                given = normalise_types(model_input[FEEDBACK_TYPE_INPUT])
+                unknown = unknown_types(given, types)
+                if types and unknown.any():  # a model without feedback types cannot use them
+                    raise ValueError(
+                        f"column {FEEDBACK_TYPE_INPUT!r}, row {int(np.flatnonzero(unknown)[0]) + 1}: "
+                        f"{given[unknown][0]!r} is not a feedback type of this model "
+                        f"({', '.join(known_types(types)) or 'it has none'})"
+                    )
+            return tag(self.pipeline, texts, types, given)
 
 except ImportError:  # pragma: no cover
     ThemeModel = None

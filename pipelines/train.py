@@ -28,10 +28,11 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from pipelines.config import PROJECT_ROOT, Settings, configure_mlflow, get_settings
-from pipelines.datasets import sha256_of
+from pipelines.datasets import FFT_CROSSWALK, FFT_FILE, dataset_path, sha256_of
 from pipelines.tables import InputError, read_table
 from pipelines.taxonomy import Crosswalk, Taxonomy
 from pipelines.themes import (
+    FEEDBACK_TYPE_INPUT,
     INFO_ARTIFACT,
     LABEL_SEPARATOR,
     OUTPUT_COLUMNS,
@@ -73,6 +74,8 @@ class LabelledData:
     taxonomy: Taxonomy | None = None
     sub_labels: pd.Series | None = None  # finer labels that roll up to ``labels``, when known
     sub_label_source: str = ""
+    origin: pd.Series | None = None  # where each row came from, when sources are combined
+    weights: pd.Series | None = None  # each row's weight in the fit, when sources are combined
 
 
 @dataclass
@@ -161,6 +164,65 @@ def load_labelled(
     )
 
 
+def public_labelled(settings: Settings, taxonomy_path: str | Path | None = None) -> LabelledData:
+    """The public NHS feedback (FFT phase 1) mapped onto the taxonomy by the default crosswalk."""
+    return load_labelled(
+        dataset_path(FFT_FILE, settings.public_data),
+        "feedback",
+        "code",
+        taxonomy_path=taxonomy_path or settings.taxonomy_path,
+        crosswalk_path=settings.data_dir / FFT_CROSSWALK,
+    )
+
+
+def example_labelled(taxonomy: Taxonomy) -> LabelledData:
+    """The taxonomy's example texts as labelled rows (sub-labels: where each was listed)."""
+    rows = taxonomy.example_rows()
+    return LabelledData(texts=rows["text"], labels=rows["theme"], multi_label=False, sub_labels=rows["sub_label"])
+
+
+def with_training_sources(
+    data: LabelledData, settings: Settings, add_public_data: bool = False, taxonomy_path=None
+) -> LabelledData:
+    """What training learns from: ``data``, plus the taxonomy's examples, plus (with
+    ``add_public_data``) the public feedback through the default crosswalk. The input's own
+    rows then weigh ``settings.council_weight`` each against a public row, so that a
+    council's labels take over as they grow; each example weighs ``settings.example_weight``."""
+    if data.multi_label:
+        if add_public_data:
+            raise InputError("--add-public-data is for single-label council themes, not --multi-label")
+        return data
+    parts = [(data, "input", settings.council_weight if add_public_data else 1.0)]
+    if add_public_data:
+        parts.append((public_labelled(settings, taxonomy_path), "public", 1.0))
+    if data.taxonomy is not None and data.taxonomy.examples:
+        parts.append((example_labelled(data.taxonomy), "taxonomy examples", settings.example_weight))
+    return data if len(parts) == 1 else _combined(parts)
+
+
+def _combined(parts: list[tuple[LabelledData, str, float]]) -> LabelledData:
+    """One labelled set from several, with each row's origin and weight."""
+    from dataclasses import replace
+
+    first = parts[0][0]
+    sizes = [len(p.texts) for p, _, _ in parts]
+    sources = [p.sub_label_source or name for p, name, _ in parts]
+    return replace(
+        first,
+        texts=_joined([p.texts for p, _, _ in parts]),
+        labels=_joined([p.labels for p, _, _ in parts]),
+        sub_labels=_joined([p.labels if p.sub_labels is None else p.sub_labels for p, _, _ in parts]),
+        sub_label_source=" + ".join(dict.fromkeys(sources)),
+        origin=pd.Series(np.repeat([name for _, name, _ in parts], sizes), dtype=object),
+        weights=pd.Series(np.repeat([w for _, _, w in parts], sizes), dtype=np.float64),
+        dropped={**first.dropped, **{f"{n}: {k}": v for p, n, _ in parts[1:] for k, v in p.dropped.items()}},
+    )
+
+
+def _joined(columns) -> pd.Series:
+    return pd.concat([pd.Series(c, dtype=object) for c in columns], ignore_index=True)
+
+
 def _label_matrix(labels, classes) -> np.ndarray:
     return MultiLabelBinarizer(classes=list(classes)).fit_transform([str(v).split(LABEL_SEPARATOR) for v in labels])
 
@@ -174,28 +236,18 @@ def evaluate(
     cv: int | None = None,
     random_state: int = 42,
     sub_labels: pd.Series | None = None,
+    weights: pd.Series | None = None,
+    eligible: np.ndarray | None = None,
 ) -> dict:
     """Out-of-sample predictions and metrics: hold-out (default) or k-fold cross-validation.
-    ``sub_labels`` are passed to the classifier's fit (see ``ThemeClassifier.fit``)."""
-    if cv:
-        splitter = (
-            KFold(cv, shuffle=True, random_state=random_state)
-            if multi_label
-            else StratifiedKFold(cv, shuffle=True, random_state=random_state)
-        )
-        splits = list(splitter.split(texts, None if multi_label else labels))
-    else:
-        stratify = None if multi_label else labels
-        train_idx, test_idx = train_test_split(
-            np.arange(len(texts)),
-            test_size=holdout,
-            stratify=stratify,
-            random_state=random_state,
-        )
-        splits = [(train_idx, test_idx)]
+    ``sub_labels`` and ``weights`` are passed to the classifier's fit (see ``ThemeClassifier.fit``);
+    with ``eligible`` (a mask) only those rows are ever held out: the others (public data,
+    taxonomy examples) are always trained on, so the metrics are about the input's own rows."""
     parts = []
-    for train_idx, test_idx in splits:
-        model = clone(pipeline).fit(texts.iloc[train_idx], labels.iloc[train_idx], **_fit_params(sub_labels, train_idx))
+    for train_idx, test_idx in _splits(labels, multi_label, holdout, cv, random_state, eligible):
+        model = clone(pipeline).fit(
+            texts.iloc[train_idx], labels.iloc[train_idx], **_fit_params(sub_labels, train_idx, weights)
+        )
         out = tag(model, texts.iloc[test_idx])
         out["true"] = labels.iloc[test_idx].to_numpy()
         parts.append(out)
@@ -206,10 +258,37 @@ def evaluate(
     }
 
 
-def _fit_params(sub_labels: pd.Series | None, rows=None) -> dict:
-    if sub_labels is None:
-        return {}
-    return {"classifier__sub_labels": (sub_labels if rows is None else sub_labels.iloc[rows]).to_numpy(dtype=object)}
+def _splits(labels: pd.Series, multi_label: bool, holdout: float, cv, random_state: int, eligible) -> list:
+    """(train rows, test rows) pairs; test rows only among ``eligible``, stratified when every
+    theme has enough rows for it."""
+    rows = np.arange(len(labels)) if eligible is None else np.flatnonzero(eligible)
+    always = np.setdiff1d(np.arange(len(labels)), rows)
+    y = labels.iloc[rows]
+    stratify = not multi_label and y.value_counts().min() >= (cv or 2)
+    if cv:
+        splitter = (
+            StratifiedKFold(cv, shuffle=True, random_state=random_state)
+            if stratify
+            else KFold(cv, shuffle=True, random_state=random_state)
+        )
+        pairs = list(splitter.split(rows, y if stratify else None))
+    else:
+        try:
+            pairs = [train_test_split(np.arange(len(rows)), test_size=holdout, stratify=y if stratify else None,
+                                      random_state=random_state)]  # fmt: skip
+        except ValueError:  # too few rows per theme for a stratified hold-out
+            pairs = [train_test_split(np.arange(len(rows)), test_size=holdout, random_state=random_state)]
+    return [(np.sort(np.concatenate([always, rows[a]])), rows[b]) for a, b in pairs]
+
+
+def _fit_params(sub_labels: pd.Series | None, rows=None, weights: pd.Series | None = None) -> dict:
+    params = {}
+    for name, values in (("sub_labels", sub_labels), ("sample_weight", weights)):
+        if values is not None:
+            params[f"classifier__{name}"] = (values if rows is None else values.iloc[rows]).to_numpy()
+    if "classifier__sub_labels" in params:
+        params["classifier__sub_labels"] = params["classifier__sub_labels"].astype(object)
+    return params
 
 
 def _sub_themes_learned(classifier) -> list:
@@ -322,7 +401,9 @@ def model_signature():
         ]
     )
     assert [c.name for c in outputs.inputs] == OUTPUT_COLUMNS
-    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=outputs)
+    # feedback_type is optional: what the export says the row is (complaint, compliment, ...).
+    inputs = Schema([ColSpec("string", "text"), ColSpec("string", FEEDBACK_TYPE_INPUT, required=False)])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def train(
@@ -338,14 +419,20 @@ def train(
     cv: int | None = None,
     settings: Settings | None = None,
     sub_label_column: str | None = None,
+    add_public_data: bool = False,
 ) -> TrainResult:
     """Train, evaluate and log a theme model to MLflow; optionally save it to a folder and register it.
+    The taxonomy's examples are always learned too; ``add_public_data`` adds the public feedback
+    (see :func:`with_training_sources`). Metrics are on held-out rows of the input only.
 
     Example: ``train("fft.csv", "feedback", "code", crosswalk_path="data/crosswalks/nhs_fft_phase1.yaml")``
+    Example: ``train("our_complaints.csv", "text", "theme", add_public_data=True)``
     """
     import mlflow
 
     settings = settings or get_settings()
+    if add_public_data and not (taxonomy_path or crosswalk_path):
+        taxonomy_path = settings.taxonomy_path  # council labels are the taxonomy's themes
     data = load_labelled(
         input_path,
         text_column,
@@ -355,6 +442,7 @@ def train(
         crosswalk_path,
         sub_label_column,
     )
+    data = with_training_sources(data, settings, add_public_data, taxonomy_path)
     evaluation_set = None
     if settings.evaluation_file and Path(settings.evaluation_file).is_file():
         data, evaluation_set = _without_evaluation_set(data, Path(settings.evaluation_file))
@@ -384,8 +472,10 @@ def train(
         cv=cv,
         random_state=settings.random_state,
         sub_labels=data.sub_labels,
+        weights=data.weights,
+        eligible=None if data.origin is None else (data.origin == "input").to_numpy(),
     )
-    pipeline.fit(data.texts, data.labels, **_fit_params(data.sub_labels))
+    pipeline.fit(data.texts, data.labels, **_fit_params(data.sub_labels, weights=data.weights))
     seconds = time.monotonic() - started
     classifier = pipeline.named_steps["classifier"]
     metrics = {
@@ -415,6 +505,7 @@ def train(
         "sub_themes_learned": [str(c) for c in _sub_themes_learned(classifier)],
         "sub_labels_from": data.sub_label_source,
         "training_rows": int(len(data.texts)),
+        "training_sources": _sources(data),
         "training_sha256": data.source_sha256,
         "evaluation": {
             "method": f"{cv}-fold cross-validation" if cv else f"stratified {holdout:.0%} hold-out",
@@ -445,6 +536,8 @@ def train(
                 "sub_labels_from": data.sub_label_source,
                 "sub_themes_learned": len(info["sub_themes_learned"]),
                 "rows": len(data.texts),
+                **{f"rows.{_metric_key(k)}": v["rows"] for k, v in info["training_sources"].items()},
+                "add_public_data": add_public_data,
                 "evaluation": info["evaluation"]["method"],
                 **{f"classifier.{k}": v for k, v in classifier.get_params().items()},
                 **{f"dropped.{_metric_key(k)}": v for k, v in data.dropped.items()},
@@ -528,6 +621,22 @@ def train(
     )
 
 
+def _sources(data: LabelledData) -> dict:
+    """Rows, weight and rows per theme of each source the model learned from."""
+    origin = data.origin if data.origin is not None else pd.Series("input", index=data.labels.index)
+    weights = data.weights if data.weights is not None else pd.Series(1.0, index=data.labels.index)
+    return {
+        name: {
+            "rows": int((origin == name).sum()),
+            "weight": float(weights[origin == name].iloc[0]),
+            "rows_per_theme": {
+                str(k): int(v) for k, v in data.labels[origin == name].value_counts().sort_index().items()
+            },
+        }
+        for name in dict.fromkeys(origin)
+    }
+
+
 def _without_evaluation_set(data: LabelledData, path: Path) -> tuple[LabelledData, str]:
     """Drop every text that is in the fixed evaluation set, so no model is trained on it."""
     from dataclasses import replace
@@ -544,6 +653,8 @@ def _without_evaluation_set(data: LabelledData, path: Path) -> tuple[LabelledDat
         texts=data.texts[~inside].reset_index(drop=True),
         labels=data.labels[~inside].reset_index(drop=True),
         sub_labels=None if data.sub_labels is None else data.sub_labels[~inside].reset_index(drop=True),
+        origin=None if data.origin is None else data.origin[~inside].reset_index(drop=True),
+        weights=None if data.weights is None else data.weights[~inside].reset_index(drop=True),
         dropped=dropped,
     )
     return kept, f"{path.name}@{evaluation_version(path)}"

@@ -147,11 +147,21 @@ def test_bad_rows_in_exports_are_quarantined_with_reasons(nightly_env):
             "cp1252"
         )
     )
+    # The export's feedback type: praise filed as a complaint still gets a complaint theme;
+    # a type the taxonomy does not know is quarantined with the reason.
+    (nightly_env["drop"] / "typed.csv").write_text(
+        "complaint_id,received_date,feedback_type,text\n"
+        'T-1,2024-04-03,Complaint,"Thank you so much, the carers were wonderful."\n'
+        "T-2,2024-04-03,enquiry,Can I ask when the day centre opens?\n"
+    )
     result = _nightly(nightly_env)
     assert result.returncode == 3, result.stderr
     with _engine(nightly_env).connect() as conn:
         held = pd.read_sql("select complaint_id, column_name, reason from quarantine", conn)
     reasons = dict(zip(held["complaint_id"].fillna(""), held["reason"]))
+    assert reasons["T-2"] == "feedback_type 'enquiry' is not a feedback type of the taxonomy (complaint, compliment)"
+    typed = store.current_taggings(_engine(nightly_env)).set_index("complaint_id")
+    assert typed.loc["T-1", "theme"] in {"quality_of_service", "communication", "process_not_followed"}
     assert "is not a date" in reasons["B-1"] and "is not a date" in reasons["B-2"] and "is not a date" in reasons["B-3"]
     assert "missing id" in set(held["reason"])
     assert any(r.startswith("truncated file") for r in held["reason"])

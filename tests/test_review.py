@@ -42,7 +42,11 @@ def test_review_round_trip_with_bad_rows_then_retraining_uses_the_analysts_theme
     frame = pd.DataFrame(rows, columns=header)
     unsure = frame[frame["why_listed"] == "model unsure"]
     assert len(unsure) > 5 and (frame["why_listed"] == "audit sample of confident tags").sum() == 10
-    assert unsure["confidence"].is_monotonic_increasing  # least confident first
+    # In teaching order: the least confident first, the model's themes taking turns; the sheet says so.
+    assert unsure["confidence"].iloc[0] == unsure["confidence"].min()
+    first = unsure["model_theme"].head(unsure["model_theme"].nunique())
+    assert first.is_unique
+    assert "teaches the model most" in " ".join(str(c.value) for c in book["about"]["A"])
     assert frame["analyst_theme"].isna().all() and not frame["text"].str.contains("@example").any()
     assert sheet.data_validations.dataValidation  # the theme drop-down
     col = header.index("analyst_theme") + 1
@@ -101,3 +105,22 @@ def test_review_import_names_the_file_when_it_is_not_a_review_file(tagged_store,
     pd.DataFrame({"a": [1]}).to_excel(wrong, index=False)
     result = run_cli("review", "import", str(wrong), env=tagged_store["env"], state_dir=tagged_store["state_dir"])
     assert result.returncode == 2 and "wrong.xlsx: sheet 'review' not found" in result.stderr
+
+
+def test_teaching_order_puts_uncertain_texts_first_spread_and_near_duplicates_last():
+    from pipelines.review import teaching_order
+
+    texts = [
+        "The carer was late again this morning.",  # confident
+        "Nobody replied to my letter about the charges.",  # least confident
+        "Nobody replied to my letter about the charges!",  # a near-duplicate of the one above
+        "The assessment has still not been done.",
+        "The carers rushed the visit.",
+    ]
+    confidence = [0.95, 0.31, 0.32, 0.40, 0.35]
+    themes = ["quality_of_service", "communication", "communication", "process_not_followed", "quality_of_service"]
+    services = ["Home Care", "Finance", "Finance", "OT", "Home Care"]
+    order = list(teaching_order(texts, confidence, themes, services))
+    assert order[0] == 1 and order.index(1) < order.index(0)  # uncertain before confident
+    # The other themes come before the second communication text, itself a near-duplicate: last.
+    assert order[1:3] == [4, 3] and order[-1] == 2

@@ -13,13 +13,19 @@ def test_spark_and_local_engines_agree_on_10000_real_comments(council_model, fft
     comments = pd.DataFrame(
         {"comment_id": [f"F{i}" for i in range(10_000)], "text": fft["feedback"].head(10_000).to_numpy()}
     )
+    # The export's feedback type, as both engines take it: stated, stated in other case, or empty.
+    comments["kind"] = np.resize(["complaint", "", "Compliment", ""], len(comments))
     bad = pd.DataFrame(
-        {"comment_id": ["BAD-EMPTY", "F17", "", "BAD-BIG"], "text": ["   ", "again", "no id here", "x " * 30_000]}
+        {
+            "comment_id": ["BAD-EMPTY", "F17", "", "BAD-BIG", "BAD-TYPE"],
+            "text": ["   ", "again", "no id here", "x " * 30_000, "When does it open?"],
+            "kind": ["", "", "", "", "enquiry"],
+        }
     )
     source = tmp_path / "comments.parquet"
     pd.concat([comments, bad], ignore_index=True).to_parquet(source, index=False)
     common = ["--model", str(council_model["model_dir"]), "--input", str(source), "--text-column", "text"]
-    common += ["--id-column", "comment_id"]
+    common += ["--id-column", "comment_id", "--feedback-type-column", "kind"]
     local = run_cli("score", *common, "--output", str(tmp_path / "local.parquet"), state_dir=state_dir)
     assert local.returncode == 3, local.stderr
     spark = run_cli(
@@ -27,19 +33,21 @@ def test_spark_and_local_engines_agree_on_10000_real_comments(council_model, fft
         state_dir=state_dir,
     )  # fmt: skip
     assert spark.returncode == 3, spark.stderr
-    assert "10004 rows read, 10000 tagged" in spark.stderr
+    assert "10005 rows read, 10000 tagged" in spark.stderr
     ours = pd.read_parquet(tmp_path / "local.parquet").set_index("comment_id").sort_index()
     theirs = pd.read_parquet(tmp_path / "spark").set_index("comment_id").sort_index()
     assert list(theirs.columns) == list(ours.columns) and len(theirs) == len(ours) == 10_000
     pd.testing.assert_frame_equal(theirs[COMPARED], ours[COMPARED], check_dtype=False)
     assert np.abs(theirs["theme_confidence"] - ours["theme_confidence"]).max() <= 1e-9
+    stated = theirs["kind"].str.lower()
+    assert (theirs.loc[stated != "", "feedback_type"] == stated[stated != ""]).all()
     # The same bad rows, with the same reasons, in both quarantines.
     local_bad = pd.read_csv(tmp_path / "local.quarantine.csv", dtype=str, keep_default_na=False)
     spark_bad = pd.read_parquet(tmp_path / "spark.quarantine")
     assert sorted(zip(local_bad["source_row"].astype(int), local_bad["_reason"])) == sorted(
         zip(spark_bad["source_row"].astype(int), spark_bad["_reason"])
     )
-    assert len(spark_bad) == 4
+    assert len(spark_bad) == 5 and "'enquiry' is not a feedback type" in " ".join(spark_bad["_reason"])
 
 
 def test_spark_engine_without_pyspark_says_what_to_install(council_model, tmp_path, state_dir):

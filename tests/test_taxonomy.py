@@ -57,8 +57,11 @@ def test_crosswalk_decides_every_fft_theme_and_lists_only_real_codes(fft):
     for theme in set(fft["label"]):
         assert {(theme, "complaint"), (theme, "compliment")} <= set(crosswalk.group_targets), theme
     # ...and every exception names a code the data has.
-    exceptions = {code for code, _ in crosswalk.code_targets}
-    assert exceptions <= set(fft["code"]), exceptions - set(fft["code"])
+    # Every one of the framework's codes is decided on its own, for both polarities, with a reason.
+    decided = {code for code, _ in crosswalk.code_targets}
+    assert decided == set(fft["code"]), decided ^ set(fft["code"])
+    assert all((code, t) in crosswalk.code_targets for code in decided for t in ("complaint", "compliment"))
+    assert decided <= set(crosswalk.reasons)
     assert all(len(r) > 10 for r in crosswalk.reasons.values())
 
 
@@ -91,3 +94,17 @@ def test_crosswalk_polarity_splits_complaints_from_compliments(fft):
     assert set(staff.loc[score[staff.index] > 0, "theme"]) == {"staff_behaviour"}
     assert set(staff.loc[score[staff.index] < 0, "theme"]) == {"quality_of_service"}
     assert set(mapped["theme"]) == set(tax.theme_names)
+
+
+def test_taxonomy_examples_are_read_per_theme_and_sub_theme_and_checked(tmp_path):
+    tax = Taxonomy.from_file(TAXONOMY)
+    rows = tax.example_rows()
+    per_label = rows.groupby("sub_label").size()
+    # At least 10 made-up examples per complaint sub-theme (or theme without sub-themes) and compliment theme.
+    wanted = {s for t in tax.themes for s in (t.sub_themes or [t.name])}
+    assert set(per_label.index) == wanted and (per_label >= 10).all(), per_label
+    assert rows.loc[rows["sub_label"] == "timeliness", "theme"].eq("communication").all()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("feedback_types:\n  complaint:\n    themes:\n      delays: Late\nexamples:\n  rudeness: [Rude]\n")
+    with pytest.raises(TaxonomyError, match="examples given for 'rudeness', which is not a theme or sub-theme"):
+        Taxonomy.from_file(bad)

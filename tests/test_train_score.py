@@ -41,14 +41,22 @@ def test_mlflow_run_has_params_metrics_plots_data_hash_and_commit(council_model,
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/calibration.png", "evaluation/metrics.json"} <= artifacts
     model = mlflow.models.get_model_info(f"models:/complaint-themes/{version.version}")
-    assert [c.name for c in model.signature.inputs.inputs] == ["text"]
+    # The export's feedback type is an optional input of the model itself.
+    assert [(c.name, c.required) for c in model.signature.inputs.inputs] == [("text", True), ("feedback_type", False)]
     assert "theme_probabilities" in [c.name for c in model.signature.outputs.inputs]
 
 
 def test_model_dir_is_a_loadable_pyfunc_with_probabilities(council_model):
     model = mlflow.pyfunc.load_model(str(council_model["model_dir"]))
     out = model.predict(
-        pd.DataFrame({"text": ["The social worker never called me back", "Thank you, the carers were wonderful"]})
+        pd.DataFrame(
+            {
+                "text": [
+                    "Nobody called me back and I am still waiting for the assessment",
+                    "Thank you, the carers were wonderful",
+                ]
+            }
+        )
     )
     assert out["feedback_type"].tolist() == ["complaint", "compliment"]
     probs = json.loads(out["theme_probabilities"][0])
@@ -144,3 +152,100 @@ def test_a_given_feedback_type_restricts_the_theme_to_that_types_themes(council_
     same = free["feedback_type"] == "complaint"
     assert same.sum() > 50 and (complaints.loc[same, "theme"] == free.loc[same, "theme"]).all()
     assert (complaints.loc[same, "theme_confidence"] >= free.loc[same, "theme_confidence"] - 1e-12).all()
+
+
+PRAISE = ["Thank you so much, the carers were wonderful and kind to my dad.", "Brilliant service, thank you all."]
+COMPLAINT_THEMES = {"quality_of_service", "communication", "process_not_followed"}
+
+
+def test_pyfunc_predict_takes_the_feedback_type_and_refuses_an_unknown_one(council_model):
+    model = mlflow.pyfunc.load_model(str(council_model["model_dir"]))
+    free = model.predict(pd.DataFrame({"text": PRAISE}))
+    assert set(free["feedback_type"]) == {"compliment"}  # the text alone reads as praise
+    given = model.predict(pd.DataFrame({"text": PRAISE, "feedback_type": ["complaint", " Complaint "]}))
+    assert set(given["theme"]) <= COMPLAINT_THEMES and set(given["feedback_type"]) == {"complaint"}
+    unknown = model.predict(pd.DataFrame({"text": PRAISE, "feedback_type": ["", None]}))
+    pd.testing.assert_frame_equal(unknown, free)  # empty means unknown: the model decides
+    with pytest.raises(Exception, match="'enquiry' is not a feedback type"):
+        model.predict(pd.DataFrame({"text": PRAISE, "feedback_type": ["complaint", "enquiry"]}))
+
+
+def test_score_cli_feedback_type_column_restricts_themes_and_quarantines_unknown_types(
+    council_model, state_dir, tmp_path
+):
+    rows = pd.DataFrame(
+        {
+            "ref": ["A", "B", "C", "D", "E"],
+            "text": [PRAISE[0], PRAISE[1], PRAISE[0], "Nobody rang me back about the assessment.", PRAISE[1]],
+            "kind": ["complaint", "COMPLAINT", "", "compliment", "enquiry"],
+        }
+    )
+    path = tmp_path / "typed.csv"
+    rows.to_csv(path, index=False)
+    result = run_cli(
+        "score", "--model", str(council_model["model_dir"]), "--input", str(path), "--text-column", "text",
+        "--id-column", "ref", "--feedback-type-column", "kind", "--output", str(tmp_path / "out.csv"),
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    out = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False).set_index("ref")
+    assert list(out.index) == ["A", "B", "C", "D"]
+    assert set(out.loc[["A", "B"], "theme"]) <= COMPLAINT_THEMES and out.loc["C", "feedback_type"] == "compliment"
+    assert out.loc["D", "theme"] in {"general_service", "staff_behaviour"}
+    held = pd.read_csv(tmp_path / "out.quarantine.csv", dtype=str, keep_default_na=False)
+    assert held["ref"].tolist() == ["E"] and held["_column"].tolist() == ["kind"]
+    assert held["_reason"][0] == "kind 'enquiry' is not a feedback type of the taxonomy (complaint, compliment)"
+
+
+def test_the_taxonomy_examples_are_learned_with_the_public_data(council_model):
+    info = json.loads((council_model["model_dir"] / "artifacts" / "model_info.json").read_text())
+    sources = info["training_sources"]
+    assert list(sources) == ["input", "taxonomy examples"]
+    assert sources["taxonomy examples"]["rows"] >= 100 and sources["taxonomy examples"]["weight"] > 1
+    assert set(sources["taxonomy examples"]["rows_per_theme"]) == set(info["classes"])
+    # The crosswalk's decisions give every council theme training rows.
+    assert all(n >= 100 for n in sources["input"]["rows_per_theme"].values()), sources["input"]
+
+
+@pytest.mark.slow
+def test_train_add_public_data_learns_a_small_council_file_on_top(tmp_path, state_dir):
+    council = pd.DataFrame(
+        {
+            "text": [
+                "The broker never rang me back about the placement.",
+                "I have chased the team five times and nobody replies.",
+                "Mum was discharged without the assessment being done.",
+                "We waited nine months for the panel to decide on funding.",
+                "The carers left Dad in a wet bed all night.",
+                "Meals were cold and the home smelt of urine.",
+                "Thank you, the broker found a lovely home for Mum.",
+                "The reablement worker was so kind to my father.",
+            ]
+            * 3,
+            "theme": [
+                "timeliness",
+                "communication",
+                "process_not_followed",
+                "process_not_followed",
+                "quality_of_service",
+                "standard_of_service",
+                "general_service",
+                "staff_behaviour",
+            ]
+            * 3,  # fmt: skip
+        }
+    )
+    path = tmp_path / "ours.csv"
+    council.to_csv(path, index=False)
+    result = run_cli("train", "--input", str(path), "--text-column", "text", "--label-column", "theme",
+                     "--add-public-data", "--model-dir", str(tmp_path / "model"), state_dir=state_dir, check=True)  # fmt: skip
+    info = json.loads((tmp_path / "model" / "artifacts" / "model_info.json").read_text())
+    sources = info["training_sources"]
+    assert list(sources) == ["input", "public", "taxonomy examples"]
+    assert sources["input"]["rows"] == 24 and sources["public"]["rows"] > 7000
+    assert sources["input"]["weight"] > sources["public"]["weight"] == 1.0
+    assert info["evaluation"]["n_evaluated"] <= 24 * 0.2 + 1  # held out from the council's rows only
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    out = model.predict(pd.DataFrame({"text": council["text"].head(6), "feedback_type": "complaint"}))
+    assert set(out["theme"]) <= COMPLAINT_THEMES
+    assert "macro-F1" in result.stdout
