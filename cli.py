@@ -277,7 +277,8 @@ def nightly(
     c = summary.counts
     if c.get("quarantined") or not _STATE["quiet"]:
         typer.echo(
-            f"run {summary.run_id}: read {c['rows_read']}, new {c['new']}, changed {c['changed']}, scored {c['scored']}, "
+            f"run {summary.run_id}: read {c['rows_read']}, new {c['new']}, changed {c['changed']}, "
+            f"updated {c['updated']}, scored {c['scored']}, "
             f"unchanged {c['unchanged']}, quarantined {c['quarantined']} (model {summary.model_uri} v{summary.model_version})",
             err=True,
         )
@@ -504,6 +505,7 @@ def runs(
         "rows_read",
         "new",
         "changed",
+        "updated",
         "scored",
         "unchanged",
         "quarantined",

@@ -101,6 +101,10 @@ def _nightly(ctx, *extra):
     return run_cli("nightly", *extra, env=ctx["env"], state_dir=ctx["state_dir"])
 
 
+def _runs(ctx) -> str:
+    return run_cli("runs", "--limit", "1", env=ctx["env"], state_dir=ctx["state_dir"], check=True).stdout
+
+
 def _engine(ctx):
     return store.connect(ctx["env"]["LFF_STORE_URL"])
 
@@ -119,6 +123,10 @@ def test_re_exports_rescore_only_edited_and_new_complaints(nightly_env):
     assert result.returncode == 0, result.stderr
     run = store.read_runs(_engine(nightly_env)).iloc[0]
     assert (run["new"], run["changed"], run["scored"]) == (3, 5, 8)
+    # The closed-date change is an update (stored, not re-scored), counted and shown in `runs`.
+    assert run["updated"] == 1 and run["rows_read"] == run["scored"] + run["updated"] + run["unchanged"]
+    header, row = (line.split() for line in _runs(nightly_env).splitlines()[:2])
+    assert row[header.index("updated") + 1] == "1", (header, row)  # +1: started_at prints as two words
     with _engine(nightly_env).connect() as conn:
         history = pd.read_sql("select complaint_id, is_current from taggings", conn)
     counts = history.groupby("complaint_id").size()
