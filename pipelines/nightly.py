@@ -338,16 +338,7 @@ def run_nightly(
         update_learning(settings, engine, run_id)
         summary.counts = counts
         summary.quarantine_file = quarantine_path if counts["quarantined"] else None
-        # Tonight's changes only: a full export of a large store costs more than the run itself
-        # (`python cli.py export` writes the whole store on demand).
-        export_current(engine, settings.output_dir / "changes" / f"taggings-{run_id}.csv", run_id)
-        try:
-            from pipelines.reports import run_reports
-
-            run_reports(settings, settings.output_dir / "reports", today=today, record_bulletin=False, engine=engine)
-        except Exception as err:  # noqa: BLE001 - the tagging is committed; say the reports failed
-            summary.report_error = f"{type(err).__name__}: {err}"
-            log.error("reports failed", extra={"fields": {"error": summary.report_error[:300]}})
+        _write_outputs(engine, settings, summary, today)
         summary.seconds = time.monotonic() - started
         # The exports were wholly processed even when the reports failed: mark them read either way.
         read_files = {p.name: fingerprints[p.name] for p in sources if isinstance(p, Path)}
@@ -366,6 +357,21 @@ def run_nightly(
         raise
     finally:
         store.release_lock(engine, run_id)
+
+
+def _write_outputs(engine, settings: Settings, summary: NightlySummary, today: dt.date) -> None:
+    """Tonight's changes file and the reports; a report failure is noted in the summary, not
+    raised: the tagging is committed."""
+    # Tonight's changes only: a full export of a large store costs more than the run itself
+    # (`python cli.py export` writes the whole store on demand).
+    export_current(engine, settings.output_dir / "changes" / f"taggings-{summary.run_id}.csv", summary.run_id)
+    try:
+        from pipelines.reports import run_reports
+
+        run_reports(settings, settings.output_dir / "reports", today=today, record_bulletin=False, engine=engine)
+    except Exception as err:  # noqa: BLE001 - the tagging is committed; say the reports failed
+        summary.report_error = f"{type(err).__name__}: {err}"
+        log.error("reports failed", extra={"fields": {"error": summary.report_error[:300]}})
 
 
 def _ledger_status(summary: NightlySummary) -> str:

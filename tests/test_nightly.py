@@ -439,3 +439,21 @@ def test_two_real_runs_at_once_one_proceeds_and_the_other_refuses(nightly_env):
     assert first.returncode == 0, first_err[-2000:]
     ledger = store.read_runs(engine)
     assert len(ledger) == 1 and ledger["scored"].iloc[0] == len(many)
+
+
+def test_a_version_4_store_gains_the_new_columns_and_keeps_its_rows(tmp_path):
+    from sqlalchemy import inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = store.connect(url)
+    with engine.begin() as conn:  # make it as version 4 left it
+        conn.execute(text("ALTER TABLE runs DROP COLUMN updated"))
+        conn.execute(text("ALTER TABLE complaints DROP COLUMN acknowledged_date"))
+        conn.execute(text("DELETE FROM schema_version"))
+        conn.execute(text("INSERT INTO schema_version VALUES (4, '2026-01-01')"))
+        conn.execute(text("INSERT INTO runs (run_id, started_at, status) VALUES ('old', '2026-01-01', 'success')"))
+    engine.dispose()
+    engine = store.connect(url)
+    assert "updated" in {c["name"] for c in inspect(engine).get_columns("runs")}
+    assert "acknowledged_date" in {c["name"] for c in inspect(engine).get_columns("complaints")}
+    assert store.read_runs(engine)["run_id"].tolist() == ["old"]
