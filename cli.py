@@ -291,9 +291,16 @@ def nightly(
 def report(
     output: Annotated[Path, typer.Option(help="Folder for theme_report.html/.xlsx and learning_bulletin.html/.md.")],
     from_: Annotated[
-        str | None, typer.Option("--from", help="First day of the period (YYYY-MM-DD); default 12 months back.")
+        str | None,
+        typer.Option("--from", help="First day of the period (YYYY-MM-DD); default report_months (12) before --to."),
     ] = None,
-    to: Annotated[str | None, typer.Option(help="Last day of the period (YYYY-MM-DD); default today.")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            help="Last day of the period (YYYY-MM-DD); default the end of the last complete month of the data "
+            "in the store (today when only --from is given)."
+        ),
+    ] = None,
     service: Annotated[str | None, typer.Option(help="Only this service or team.")] = None,
     record: Annotated[
         bool,

@@ -313,7 +313,9 @@ def format_value(value) -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+        if float(value).is_integer():
+            return str(int(value))
+        return f"{value:.2g}" if abs(value) < 1 else f"{value:.1f}"  # p-values, F1: two significant digits
     return str(value)
 
 
@@ -456,7 +458,7 @@ def emerging_section(all_complaints: pd.DataFrame, start: dt.date, end: dt.date,
         {
             f"count in {month}": emerging["count"].to_numpy(),
             "monthly mean before": emerging["baseline_mean"].to_numpy(),
-            "p (adjusted)": emerging["p_adjusted"].map(lambda p: f"{p:.2g}").to_numpy(),
+            "p (adjusted)": emerging["p_adjusted"].astype(float).to_numpy(),
             "emerging": emerging["emerging"].map({True: "yes", False: "no"}).to_numpy(),
         },
         index=pd.Index(emerging["theme"], name="theme"),
@@ -703,7 +705,7 @@ def build_theme_report(data: ReportData, settings: Settings) -> ThemeReport:
 
 def about(data: ReportData, period: pd.DataFrame, below: int) -> dict[str, str]:
     """The workbook's About sheet: period, source, suppression rule, model."""
-    files = sorted({str(f) for f in period["source_file"].dropna()})
+    files = sorted({Path(str(f)).name for f in period["source_file"].dropna()})
     versions = sorted({str(v) for v in period["model_version"].dropna()})
     return {
         "Report": "Complaints and compliments: theme report" + (f" for {data.service}" if data.service else ""),
@@ -764,6 +766,7 @@ class Bulletin:
     groups: pd.DataFrame  # one row per group, with status "new", "growing" or "recurring"
     themes: pd.DataFrame  # complaint themes this month and whether emerging
     counts: dict  # every group's points and reviews now: what the next bulletin compares with
+    month: str = "this month"  # the month the complaint themes are of, e.g. "October 2025"
 
 
 def representative_point(groups: pd.DataFrame) -> pd.Series:
@@ -833,6 +836,7 @@ def build_bulletin(engine, settings: Settings, today: dt.date | None = None, end
         groups=bulletin_groups(groups, previous),
         themes=themes,
         counts=counts,
+        month=f"{end:%B %Y}",
     )
 
 
@@ -875,7 +879,7 @@ def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path, about: dict[str, str
     book = Workbook()
     book.remove(book.active)
     if about is not None:
-        _write_sheet(book, "About", pd.DataFrame({"": list(about), "value": list(about.values())}), filters=False)
+        _write_sheet(book, "About", pd.DataFrame({"about": list(about), "": list(about.values())}), filters=False)
     for name, table in sheets.items():
         _write_sheet(book, name, table)
     book.save(path)

@@ -130,6 +130,7 @@ def test_hostile_text_and_identifiers_reach_no_output_unescaped_or_unredacted(ho
             assert identifier not in text, (name, identifier)
         assert "<script>" not in text and "<b onmouseover" not in text, name
     assert "&lt;script&gt;" in html  # the text is there, escaped, not dropped
+    assert "measured on NHS Friends and Family Test feedback mapped to your themes (stratified" in html
     assert "_of_" not in html and "_of_" not in xlsx  # themes by label ("Quality of service"), not by id
     assert "&lt;script&gt;" in bulletin_html and "Duty" in markdown
     # The example complaints show the hostile formulas as text.
@@ -622,3 +623,18 @@ def test_the_report_reads_the_periods_rows_and_columns_not_the_store(tmp_path, s
     reads = [s for s in statements if "FROM complaints" in s]
     assert reads and all("received_date >=" in s or "complaint_id IN" in s for s in reads), reads
     assert all("text_redacted" not in s.split("FROM")[0] for s in reads if "received_date >=" in s)
+
+
+def test_the_model_quality_says_what_it_was_measured_on():
+    from pipelines.reports import measured_on
+
+    fft = measured_on({"crosswalk": "nhs_fft_phase1.yaml", "evaluation": "stratified 20% hold-out"}, 1533)
+    assert (
+        fft
+        == "measured on NHS Friends and Family Test feedback mapped to your themes (stratified 20% hold-out, n = 1533)"
+    )
+    own = measured_on(
+        {"crosswalk": "", "input_file": "store-labelled.csv", "evaluation": "5-fold cross-validation"}, 240
+    )
+    assert own.startswith("measured on your own labelled complaints (store-labelled.csv)") and "n = 240" in own
+    assert "held-out data" not in fft + own
