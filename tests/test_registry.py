@@ -62,8 +62,8 @@ def test_a_worse_candidate_is_refused_and_a_better_one_promoted(tmp_path, fft, p
     assert str(client.get_model_version_by_alias("gate-test", "challenger").version) == worse
     assert client.get_model_version("gate-test", worse).tags["promotion.decision"] == "challenger"
     history = store.read_alias_history(store.connect(env["LFF_STORE_URL"]), "gate-test")
-    assert history[["version", "alias", "previous_champion"]].values.tolist() == [
-        [first, "champion", None],  # the first model is a decision too: who, when and why
+    assert history[["version", "alias", "previous_champion"]].fillna("").values.tolist() == [
+        [first, "champion", ""],  # the first model is a decision too: who, when and why
         [worse, "challenger", first],
         [better, "champion", first],
     ]
