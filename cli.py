@@ -323,7 +323,8 @@ def nightly(
     c = summary.counts
     if c.get("quarantined") or not _STATE["quiet"]:
         typer.echo(
-            f"run {summary.run_id}: read {c['rows_read']}, new {c['new']}, changed {c['changed']}, scored {c['scored']}, "
+            f"run {summary.run_id}: read {c['rows_read']}, new {c['new']}, changed {c['changed']}, "
+            f"updated {c['updated']}, scored {c['scored']}, "
             f"unchanged {c['unchanged']}, quarantined {c['quarantined']} (model {summary.model_uri} v{summary.model_version})",
             err=True,
         )
@@ -336,9 +337,16 @@ def nightly(
 def report(
     output: Annotated[Path, typer.Option(help="Folder for theme_report.html/.xlsx and learning_bulletin.html/.md.")],
     from_: Annotated[
-        str | None, typer.Option("--from", help="First day of the period (YYYY-MM-DD); default 12 months back.")
+        str | None,
+        typer.Option("--from", help="First day of the period (YYYY-MM-DD); default report_months (12) before --to."),
     ] = None,
-    to: Annotated[str | None, typer.Option(help="Last day of the period (YYYY-MM-DD); default today.")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            help="Last day of the period (YYYY-MM-DD); default the end of the last complete month of the data "
+            "in the store (today when only --from is given)."
+        ),
+    ] = None,
     service: Annotated[str | None, typer.Option(help="Only this service or team.")] = None,
     record: Annotated[
         bool,
@@ -551,6 +559,7 @@ def runs(
         "rows_read",
         "new",
         "changed",
+        "updated",
         "scored",
         "unchanged",
         "quarantined",

@@ -31,6 +31,7 @@ DEFAULT_EXPORT_COLUMNS = {
     "ombudsman_referral": "ombudsman_referral",
     "feedback_type_given": "feedback_type",
     "learning_completed_date": "learning_completed_date",
+    "acknowledged_date": "acknowledged_date",
 }
 
 
@@ -93,6 +94,12 @@ class Settings(BaseSettings):
     )
     suppress_below: int = Field(
         5, ge=1, description="Counts under this are shown as '<N' in report breakdowns that could identify a person."
+    )
+    report_months: int = Field(
+        12, ge=1, description="Default report period: this many complete months, ending with the latest in the store."
+    )
+    response_target_working_days: int = Field(
+        20, ge=1, description="The council's target for closing a complaint, in working days from receipt."
     )
     reviews_seed_themes: Path | None = Field(None, description="YAML of known learning themes used when grouping.")
     encoder_dir: Path | None = Field(

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 EXPORT_SUFFIXES = {".csv", ".xlsx", ".parquet"}
 EXIT_OK, EXIT_FAILURE, EXIT_QUARANTINED, EXIT_LOCKED = 0, 1, 3, 4
-DATE_FIELDS = ["received_date", "closed_date", "learning_completed_date"]
+DATE_FIELDS = ["received_date", "closed_date", "learning_completed_date", "acknowledged_date"]
 DETAIL_FIELDS = [
     "received_date",
     "closed_date",
@@ -216,6 +216,9 @@ def _prepare(rows: pd.DataFrame, today: dt.date) -> pd.DataFrame:
     normalised = rows["text"].map(normalise)
     parts = [rows[f].map(as_text) for f in DETAIL_FIELDS]
     details = parts[0].str.cat(parts[1:], sep="\x1f")  # column-wise: a row-wise join is 50x slower
+    # Added later: appended only when given, so stores written before keep their details hashes.
+    acknowledged = rows["acknowledged_date"].map(as_text)
+    details = details.where(acknowledged == "", details + "\x1facknowledged " + acknowledged)
     stage = learning_stage(rows["closed_date"].to_numpy(), rows["learning_completed_date"].to_numpy(), today)
     return rows.assign(
         text_sha256=_sha256(normalised).to_numpy(),
@@ -260,7 +263,7 @@ def run_nightly(
     recovered = store.acquire_lock(engine, run_id)
     if recovered:
         log.warning("recovered the lock of a run that died", extra={"fields": {"dead_run": recovered}})
-    counts = dict.fromkeys(["rows_read", "new", "changed", "scored", "quarantined", "unchanged"], 0)
+    counts = dict.fromkeys(["rows_read", "new", "changed", "updated", "scored", "quarantined", "unchanged"], 0)
     summary = None
     try:
         found = champion(settings)
@@ -310,6 +313,7 @@ def run_nightly(
                     counts["changed"] += int(text_changed.sum())
                     counts["unchanged"] += int((~to_score & ~details_changed).sum())
                     only_details = rows[~to_score & details_changed]
+                    counts["updated"] += len(only_details)
                     if len(only_details):
                         only_details = only_details.assign(text_redacted=redact(only_details["text"].tolist()))
                         store.write_batch(engine, only_details, None, run_id, settings.model_name, model_version)
@@ -357,20 +361,13 @@ def run_nightly(
         update_learning(settings, engine, run_id)
         summary.counts = counts
         summary.quarantine_file = quarantine_path if counts["quarantined"] else None
+        _write_outputs(engine, settings, summary, today)
         summary.seconds = time.monotonic() - started
-        status = "quarantined rows" if counts["quarantined"] else "success"
+        # The exports were wholly processed even when the reports failed: mark them read either way.
         read_files = {p.name: fingerprints[p.name] for p in sources if isinstance(p, Path)}
-        store.finish_run(engine, run_id, status, counts, summary.seconds, processed=read_files)
-        # Tonight's changes only: a full export of a large store costs more than the run itself
-        # (`python cli.py export` writes the whole store on demand).
-        export_current(engine, settings.output_dir / "changes" / f"taggings-{run_id}.csv", run_id)
-        try:
-            from pipelines.reports import run_reports
-
-            run_reports(settings, settings.output_dir / "reports", today=today, record_bulletin=False, engine=engine)
-        except Exception as err:  # noqa: BLE001 - the tagging is committed; say the reports failed
-            summary.report_error = f"{type(err).__name__}: {err}"
-            log.error("reports failed", extra={"fields": {"error": summary.report_error[:300]}})
+        store.finish_run(
+            engine, run_id, _ledger_status(summary), counts, summary.seconds, summary.report_error or "", read_files
+        )
         log.info(
             "nightly run finished", extra={"fields": {"run_id": run_id, **counts, "seconds": round(summary.seconds, 1)}}
         )
@@ -383,6 +380,28 @@ def run_nightly(
         raise
     finally:
         store.release_lock(engine, run_id)
+
+
+def _write_outputs(engine, settings: Settings, summary: NightlySummary, today: dt.date) -> None:
+    """Tonight's changes file and the reports; a report failure is noted in the summary, not
+    raised: the tagging is committed."""
+    # Tonight's changes only: a full export of a large store costs more than the run itself
+    # (`python cli.py export` writes the whole store on demand).
+    export_current(engine, settings.output_dir / "changes" / f"taggings-{summary.run_id}.csv", summary.run_id)
+    try:
+        from pipelines.reports import run_reports
+
+        run_reports(settings, settings.output_dir / "reports", today=today, record_bulletin=False, engine=engine)
+    except Exception as err:  # noqa: BLE001 - the tagging is committed; say the reports failed
+        summary.report_error = f"{type(err).__name__}: {err}"
+        log.error("reports failed", extra={"fields": {"error": summary.report_error[:300]}})
+
+
+def _ledger_status(summary: NightlySummary) -> str:
+    """What the ledger says of a run: a report failure is a failure, whatever else happened."""
+    if summary.report_error:
+        return "reports failed"
+    return "quarantined rows" if summary.counts.get("quarantined") else "success"
 
 
 def reviews_source(settings: Settings) -> Path | None:

@@ -24,10 +24,11 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from scipy.stats import binomtest
 
-from pipelines import store
+from pipelines import figures, store
 from pipelines.config import Settings
-from pipelines.deadlines import due_soon_before
+from pipelines.deadlines import LEARNING_STAGE_WORKING_DAYS
 from pipelines.tables import neutralise_formulas
+from pipelines.taxonomy import sentence_case
 from pipelines.text import redact
 
 log = logging.getLogger(__name__)
@@ -37,19 +38,36 @@ log = logging.getLogger(__name__)
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = ["-", "--", "-.", ":"]
-WELL_FOUNDED = {"upheld", "partially upheld", "partly upheld", "well-founded", "well founded", "justified"}
 EMERGING_BASELINE_MONTHS = 6
 EMERGING_ALPHA = 0.01
+MAX_TABLE_COLUMNS = 6  # value columns per table on screen: wider tables are split to fit 640 px
+# The columns a report reads from the store (no complaint text: examples are read by id).
+REPORT_COLUMNS = [
+    "complaint_id",
+    "source_file",
+    "received_date",
+    "closed_date",
+    "acknowledged_date",
+    "acknowledgement_deadline",
+    "service",
+    "outcome",
+    "ombudsman_referral",
+    "human_theme",
+    "feedback_type_given",
+    "learning_completed_date",
+    "learning_deadline",
+    "learning_status",
+    "analyst_theme",
+    "theme",
+    "theme_confidence",
+    "needs_review",
+    "evidence",
+    "feedback_type",
+    "model_version",
+]
 
 
 # --------------------------------------------------------------------------- the numbers
-
-
-def suppress(table: pd.DataFrame, below: int) -> pd.DataFrame:
-    """Counts as text, with 1..below-1 shown as "<below" (0 is safe to show)."""
-    values = table.to_numpy()
-    shown = np.where((values > 0) & (values < below), f"<{below}", values.astype(int).astype(str))
-    return pd.DataFrame(shown, index=table.index, columns=table.columns)
 
 
 def reporting_theme(frame: pd.DataFrame) -> pd.Series:
@@ -128,7 +146,8 @@ def highlight(text: str, evidence: str) -> list[tuple[str, bool]]:
 
 
 def champion_quality(settings: Settings) -> dict | None:
-    """Macro-F1 and per-theme F1 of the current champion, from its training run's evaluation."""
+    """Macro-F1 and per-theme F1 of the current champion, from its training run's evaluation,
+    and what that evaluation was measured on."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -137,17 +156,17 @@ def champion_quality(settings: Settings) -> dict | None:
 
     configure_mlflow(settings)
     try:
-        version = MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
+        client = MlflowClient()
+        version = client.get_model_version_by_alias(settings.model_name, "champion")
         metrics = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/evaluation/metrics.json")
+        params = client.get_run(version.run_id).data.params
     except (MlflowException, OSError) as err:
         log.warning("model quality not available", extra={"fields": {"error": type(err).__name__}})
         return None
     return {
         "model": f"{settings.model_name} version {version.version}",
         "macro_f1": metrics.get("macro_f1"),
-        "evaluation": metrics.get("evaluation", {}).get("method", "held-out data")
-        if isinstance(metrics.get("evaluation"), dict)
-        else "held-out data",
+        "measured_on": measured_on(params, metrics.get("n_evaluated")),
         "per_theme": pd.DataFrame(
             [
                 {"theme": k, "f1": v.get("f1"), "support": v.get("support")}
@@ -155,6 +174,19 @@ def champion_quality(settings: Settings) -> dict | None:
             ]
         ),
     }
+
+
+def measured_on(params: dict, n) -> str:
+    """Where a model's quality figures come from, in words, from its training run's parameters."""
+    method = params.get("evaluation") or "held-out texts"
+    crosswalk = params.get("crosswalk") or ""
+    if "fft" in crosswalk.lower():
+        what = "NHS Friends and Family Test feedback mapped to your themes"
+    elif crosswalk:
+        what = f"another framework's labelled feedback mapped to your themes ({crosswalk})"
+    else:
+        what = f"your own labelled complaints ({params.get('input_file') or 'the training file'})"
+    return f"measured on {what} ({method}, n = {n if n is not None else 'unknown'})"
 
 
 # --------------------------------------------------------------------------- charts
@@ -179,30 +211,45 @@ def _figure(width=7.5, height=3.6):
     return plt.subplots(figsize=(width, height))
 
 
-def bar_chart(values: pd.Series, below: int, xlabel: str) -> str:
-    """Horizontal bars with the value written at each bar; suppressed values are not drawn."""
-    fig, ax = _figure(height=0.45 * len(values) + 1)
+def _count_axis(axis) -> None:
+    """Counts: whole numbers from 0 (matplotlib would centre an all-zero axis on 0, below it)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def bar_chart(values: pd.Series, below: int, xlabel: str) -> str | None:
+    """Horizontal bars with the value written at each bar; suppressed values are not drawn.
+    None when nothing would be drawn: no empty charts."""
+    values = values.astype(int)
     shown = values.where(values >= below, 0)
+    if not (shown > 0).any():
+        return None
+    fig, ax = _figure(height=0.45 * len(values) + 1)
     ax.barh(range(len(values)), shown.to_numpy(), color=PALETTE[0])
     ax.set_yticks(range(len(values)), [str(i) for i in values.index])
     ax.invert_yaxis()
     for i, (v, s) in enumerate(zip(values, shown)):
         ax.text(s, i, f" {v}" if v >= below or v == 0 else f" <{below}", va="center")
     ax.set_xlabel(xlabel)
+    ax.set_xlim(left=0, right=max(1, shown.max()) * 1.15)
+    _count_axis(ax.xaxis)
     ax.spines[["top", "right"]].set_visible(False)
     return _svg_data_uri(fig)
 
 
-def line_chart(table: pd.DataFrame, below: int, ylabel: str) -> str:
+def line_chart(table: pd.DataFrame, below: int, ylabel: str) -> str | None:
     """One line per column, each with its own marker and dash as well as colour; points under
-    the suppression threshold are left out."""
+    the suppression threshold are left out. None when no point would be drawn."""
+    drawn = table.where(table >= below)
+    if not len(table.columns) or drawn.isna().all().all():
+        return None
     fig, ax = _figure()
     x = np.arange(len(table))
     for i, column in enumerate(table.columns):
-        y = table[column].astype(float).where(table[column] >= below)
         ax.plot(
             x,
-            y,
+            drawn[column].astype(float),
             label=str(column),
             color=PALETTE[i % len(PALETTE)],
             marker=MARKERS[i % len(MARKERS)],
@@ -210,12 +257,66 @@ def line_chart(table: pd.DataFrame, below: int, ylabel: str) -> str:
         )
     ax.set_xticks(x, [str(i) for i in table.index], rotation=45, ha="right")
     ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0, top=max(1, float(drawn.max().max())) * 1.1)
+    _count_axis(ax.yaxis)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
     ax.spines[["top", "right"]].set_visible(False)
     return _svg_data_uri(fig)
 
 
 # --------------------------------------------------------------------------- the theme report
+
+
+@dataclass
+class Table:
+    """A table of numbers (counts stay numbers); ``counts``: the columns whose 1 to
+    suppress_below - 1 are shown as "<N" (True: every column)."""
+
+    caption: str
+    frame: pd.DataFrame
+    counts: bool | tuple[str, ...] = ()
+    max_rows: int | None = None  # on the page; the workbook has every row
+
+    def count_columns(self) -> list:
+        return list(self.frame.columns) if self.counts is True else [c for c in self.counts if c in self.frame]
+
+    def suppressed(self, below: int) -> pd.DataFrame:
+        """The frame as object values with small counts replaced by "<N": what may be shown."""
+        out = self.frame.astype(object).where(self.frame.notna(), None)
+        for column in self.count_columns():
+            values = pd.to_numeric(self.frame[column], errors="coerce")
+            out[column] = out[column].where(~((values > 0) & (values < below)), f"<{below}")
+        return out
+
+    def shown(self, below: int) -> pd.DataFrame:
+        """Text for the page: whole numbers without ".0", other numbers to one decimal."""
+        return self.suppressed(below).map(format_value)
+
+    def pieces(self, below: int, width: int = MAX_TABLE_COLUMNS) -> list[tuple[str, pd.DataFrame]]:
+        """(caption, text frame) pieces of at most ``width`` value columns, so none needs to
+        scroll sideways at 640 px; the row labels repeat in each piece."""
+        shown, caption = self.shown(below), self.caption
+        if self.max_rows is not None and len(shown) > self.max_rows:
+            caption = f"{caption}: the first {self.max_rows} of {len(shown)} (all in the workbook)"
+            shown = shown.head(self.max_rows)
+        n = max(1, -(-len(shown.columns) // width))
+        if n == 1:
+            return [(caption, shown)]
+        return [(f"{caption} ({i + 1} of {n})", shown.iloc[:, i * width : (i + 1) * width]) for i in range(n)]
+
+
+def format_value(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if float(value).is_integer():
+            return str(int(value))
+        return f"{value:.2g}" if abs(value) < 1 else f"{value:.1f}"  # p-values, F1: two significant digits
+    return str(value)
 
 
 @dataclass
@@ -226,7 +327,7 @@ class Section:
     intro: str = ""
     chart: str | None = None
     alt: str = ""
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
 
 
 @dataclass
@@ -237,202 +338,421 @@ class ThemeReport:
     suppress_below: int
     sections: list[Section]
     examples: dict[str, list[list[tuple[str, bool]]]]
+    about: dict[str, str] = field(default_factory=dict)
 
     def sheets(self) -> dict[str, pd.DataFrame]:
-        """The report's tables for the workbook, one sheet each."""
+        """The report's tables for the workbook, one sheet each, numbers as numbers and
+        suppressed counts as "<N"."""
         out = {}
         for section in self.sections:
-            for caption, table in section.tables:
-                name = re.sub(r"[\[\]:*?/\\]", " ", caption)[:31]
-                out[name] = table.reset_index() if table.index.name else table
+            for table in section.tables:
+                name = re.sub(r"[\[\]:*?/\\]", " ", table.caption)[:31]
+                frame = table.suppressed(self.suppress_below)
+                out[name] = frame.reset_index() if frame.index.name else frame
         return out
+
+
+@dataclass
+class ReportData:
+    """What the theme report is built from, read by :func:`load_report_data`."""
+
+    frame: pd.DataFrame  # complaints received from the emerging-theme baseline to the period's end
+    previous: pd.DataFrame  # the same period a year earlier
+    start: dt.date
+    end: dt.date
+    today: dt.date
+    service: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # theme id -> label
+    quality: dict | None = None
+    texts: pd.DataFrame | None = None  # complaint_id, text_redacted of the example complaints
 
 
 def _months(start: dt.date, end: dt.date) -> pd.PeriodIndex:
     return pd.period_range(pd.Period(start, "M"), pd.Period(end, "M"), freq="M")
 
 
-def build_theme_report(
-    engine,
-    settings: Settings,
-    start: dt.date,
-    end: dt.date,
-    service: str | None = None,
-    today: dt.date | None = None,
-) -> ThemeReport:
-    today = today or dt.date.today()
-    below = settings.suppress_below
-    # The baseline for emerging themes needs months before the period.
-    history_start = (pd.Period(start, "M") - EMERGING_BASELINE_MONTHS).start_time.date()
-    frame = store.complaints_between(engine, history_start, end, service)
-    frame["reported_theme"] = reporting_theme(frame)
-    frame["kind"] = frame["feedback_type_given"].fillna("").replace("", np.nan).fillna(frame["feedback_type"])
-    frame["month"] = pd.to_datetime(frame["received_date"]).dt.to_period("M")
-    in_period = frame[(frame["received_date"] >= start) & (frame["received_date"] <= end)]
-    complaints = in_period[in_period["kind"] != "compliment"]
-    sections = []
+def history_start(start: dt.date) -> dt.date:
+    """The emerging-theme baseline needs months before the period."""
+    return (pd.Period(start, "M") - EMERGING_BASELINE_MONTHS).start_time.date()
 
-    by_theme = in_period.groupby(["kind", "reported_theme"]).size().rename("count")
-    totals = by_theme.reset_index().pivot_table(index="reported_theme", columns="kind", values="count", fill_value=0)
-    totals.index.name = "theme"
-    sections.append(
-        Section(
-            "Complaints and compliments by theme",
-            f"{len(in_period)} pieces of feedback received in the period: "
-            f"{len(complaints)} complaints and {len(in_period) - len(complaints)} compliments. The theme is the "
-            "analyst's where one was recorded, otherwise the model's.",
-            bar_chart(
-                by_theme.droplevel(0).groupby(level=0).sum().sort_values(ascending=False), below, "Number received"
-            ),
-            "Bar chart of feedback received in the period by theme; the numbers are in the table that follows.",
-            [("By theme", suppress(totals, below))],
-        )
+
+def label_of(theme, labels: dict[str, str]) -> str:
+    """How a report names a theme: its taxonomy label, else the id in sentence case."""
+    return labels.get(theme) or sentence_case(theme)
+
+
+def prepare(frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """Add the reported theme (as a label), the kind of feedback and the month received."""
+    theme = reporting_theme(frame)
+    return frame.assign(
+        reported_theme=theme.map(lambda t: label_of(t, labels)),
+        kind=frame["feedback_type_given"].fillna("").replace("", np.nan).fillna(frame["feedback_type"]),
+        month=pd.to_datetime(frame["received_date"]).dt.to_period("M"),
     )
 
+
+def in_range(frame: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
+    return frame[(frame["received_date"] >= start) & (frame["received_date"] <= end)]
+
+
+def themes_section(period: pd.DataFrame, below: int) -> Section:
+    complaints = period[period["kind"] != "compliment"]
+    by_theme = period.groupby(["kind", "reported_theme"]).size().rename("count")
+    totals = by_theme.reset_index().pivot_table(index="reported_theme", columns="kind", values="count", fill_value=0)
+    totals = totals.astype(int)
+    totals.index.name, totals.columns.name = "theme", None
+    if len(period):
+        intro = (
+            f"{len(period)} pieces of feedback received in the period: {len(complaints)} complaints and "
+            f"{len(period) - len(complaints)} compliments. The theme is the analyst's where one was recorded, "
+            "otherwise the model's."
+        )
+    else:
+        intro = "No feedback received in the period (0 pieces of feedback received)."
+    chart = bar_chart(
+        by_theme.droplevel(0).groupby(level=0).sum().sort_values(ascending=False), below, "Number received"
+    )
+    return Section(
+        "Complaints and compliments by theme",
+        intro,
+        chart,
+        "Bar chart of feedback received in the period by theme; the numbers are in the table that follows.",
+        [Table("By theme", totals, True)],
+    )
+
+
+def monthly_section(complaints: pd.DataFrame, start: dt.date, end: dt.date, below: int) -> Section:
     months = _months(start, end)
     monthly = complaints.groupby(["month", "reported_theme"]).size().unstack(fill_value=0).reindex(months, fill_value=0)
-    monthly.index = monthly.index.astype(str)
+    monthly = monthly.astype(int)
+    monthly.index, monthly.columns.name = monthly.index.astype(str), None
     monthly.index.name = "month"
-    by_service = complaints.groupby(["service", "reported_theme"]).size().unstack(fill_value=0)
-    by_service.index.name = "service"
-    sections.append(
-        Section(
-            "Complaints by month and by service",
-            "Monthly counts of complaints by theme, and by service for the whole period.",
-            line_chart(monthly, below, "Complaints received") if len(monthly.columns) else None,
-            "Line chart of complaints per month for each theme; the numbers are in the table that follows.",
-            [("By month", suppress(monthly, below)), ("By service", suppress(by_service, below))],
+    by_service = complaints.groupby(["service", "reported_theme"]).size().unstack(fill_value=0).astype(int)
+    by_service.index.name, by_service.columns.name = "service", None
+    chart = line_chart(monthly, below, "Complaints received")
+    intro = "Monthly counts of complaints by theme, and by service for the whole period."
+    if chart is None:
+        intro += " No chart: " + (
+            "no complaints in the period." if complaints.empty else f"every count is under {below}."
         )
+    return Section(
+        "Complaints by month and by service",
+        intro,
+        chart,
+        "Line chart of complaints per month for each theme; the numbers are in the table that follows.",
+        [Table("By month", monthly, True), Table("By service", by_service, True)],
     )
 
-    all_complaints = frame[frame["kind"] != "compliment"]
+
+def emerging_section(all_complaints: pd.DataFrame, start: dt.date, end: dt.date, below: int) -> Section:
     history = (
         all_complaints.groupby(["month", "reported_theme"])
         .size()
         .unstack(fill_value=0)
-        .reindex(_months(history_start, end), fill_value=0)
+        .reindex(_months(history_start(start), end), fill_value=0)
     )
     emerging = emerging_themes(history, min_count=below)
     flagged = emerging[emerging["emerging"]]
-    sections.append(
-        Section(
-            "Emerging themes",
-            f"A theme is flagged when its count in {emerging['month'].iloc[0] if len(emerging) else 'the last month'} is "
-            f"significantly above its own mean over the {EMERGING_BASELINE_MONTHS} months before (exact conditional "
-            f"test for two Poisson rates, one-sided, Bonferroni-corrected across themes, p < {EMERGING_ALPHA}). "
-            + (f"{len(flagged)} theme(s) flagged." if len(flagged) else "No theme is flagged."),
-            tables=[
-                (
-                    "Emerging themes",
-                    emerging.assign(
-                        count=suppress(emerging[["count"]], below)["count"],
-                        p_value=emerging["p_value"].map(lambda p: f"{p:.2g}"),
-                        p_adjusted=emerging["p_adjusted"].map(lambda p: f"{p:.2g}"),
-                        emerging=emerging["emerging"].map({True: "yes", False: "no"}),
-                    ).set_index("theme"),
-                )
-            ],
-        )
+    month = emerging["month"].iloc[0] if len(emerging) else str(pd.Period(end, "M"))
+    table = pd.DataFrame(
+        {
+            f"count in {month}": emerging["count"].to_numpy(),
+            "monthly mean before": emerging["baseline_mean"].to_numpy(),
+            "p (adjusted)": emerging["p_adjusted"].astype(float).to_numpy(),
+            "emerging": emerging["emerging"].map({True: "yes", False: "no"}).to_numpy(),
+        },
+        index=pd.Index(emerging["theme"], name="theme"),
+    )
+    return Section(
+        "Emerging themes",
+        f"A theme is flagged when its count in {month} is significantly above its own mean over the "
+        f"{EMERGING_BASELINE_MONTHS} months before (exact conditional test for two Poisson rates, one-sided, "
+        f"Bonferroni-corrected across themes, p < {EMERGING_ALPHA}). "
+        + (f"{len(flagged)} theme(s) flagged." if len(flagged) else "No theme is flagged."),
+        tables=[Table("Emerging themes", table, (f"count in {month}",))],
     )
 
-    queue = in_period[
-        in_period["needs_review"].fillna(False).astype(bool) & (in_period["human_theme"].fillna("") == "")
+
+def review_section(period: pd.DataFrame) -> Section:
+    queue = period[period["needs_review"].fillna(False).astype(bool) & (period["human_theme"].fillna("") == "")]
+    by_theme = queue.groupby("reported_theme").size().rename("needs review").to_frame()
+    by_theme.index.name = "theme"
+    oldest = queue.sort_values("received_date").head(20)
+    oldest = pd.DataFrame(
+        {
+            "received": oldest["received_date"].astype(str).to_numpy(),
+            "theme": oldest["reported_theme"].to_numpy(),
+            "confidence": oldest["theme_confidence"].astype(float).round(2).to_numpy(),
+        },
+        index=pd.Index(oldest["complaint_id"], name="case reference"),
+    )
+    return Section(
+        "Review queue",
+        f"{len(queue)} model tags in the period are not confident enough to stand without a person checking them.",
+        tables=[Table("Review queue by theme", by_theme, True), Table("Oldest awaiting review", oldest)],
+    )
+
+
+def quality_section(quality: dict | None, labels: dict[str, str]) -> Section:
+    if quality is None:
+        return Section("How far to trust the model's tags", "The champion model's evaluation could not be read.")
+    per_theme = quality["per_theme"]
+    if len(per_theme):
+        per_theme = per_theme.assign(theme=per_theme["theme"].map(lambda t: label_of(t, labels)))
+        per_theme = per_theme.set_index("theme").astype(float).round(3)
+    return Section(
+        "How far to trust the model's tags",
+        f"{quality['model']}: macro-F1 {quality['macro_f1']:.2f}, {quality['measured_on']}. F1 runs from 0 to 1; "
+        "tags for themes with a low F1 need more checking.",
+        tables=[Table("Model quality", per_theme, ("support",))],
+    )
+
+
+def acknowledgement_section(complaints: pd.DataFrame, below: int) -> Section:
+    title = "Acknowledgement within 3 working days"
+    recorded = int(complaints["acknowledged_date"].notna().sum())
+    by_month = figures.acknowledgement(complaints.assign(month=complaints["month"].astype(str)), "month")
+    by_service = figures.acknowledgement(complaints, "service")
+    counts = ("received", "date recorded", "met (3 working days)")
+    if complaints.empty:
+        intro = "No complaints received in the period."
+    elif not recorded:
+        intro = (
+            f"None of the {len(complaints)} complaints received in the period has an acknowledgement date "
+            "(export column acknowledged_date), so acknowledgement cannot be measured."
+        )
+    else:
+        met = int(by_service.iloc[:, 2].sum())
+        intro = (
+            f"{met} of the {recorded} complaints with an acknowledgement date ({100 * met / recorded:.0f}%) were "
+            "acknowledged within 3 working days of receipt (weekends and England and Wales bank holidays excluded)."
+        )
+    return Section(
+        title,
+        intro,
+        tables=[Table("Acknowledged by month", by_month, counts), Table("Acknowledged by service", by_service, counts)],
+    )
+
+
+def closure_section(complaints: pd.DataFrame, target: int, below: int) -> Section:
+    closed = complaints[complaints["closed_date"].notna()]
+    by_month = figures.closure(complaints.assign(month=complaints["month"].astype(str)), "month", target)
+    by_service = figures.closure(complaints, "service", target)
+    if complaints.empty:
+        intro = "No complaints received in the period."
+    elif closed.empty:
+        intro = (
+            f"None of the {len(complaints)} complaints received in the period has been closed (no closed date), "
+            "so times to close cannot be given yet."
+        )
+    else:
+        overall = figures.closure(closed.assign(all="all"), "all", target).iloc[0]
+        intro = (
+            f"{len(closed)} of {len(complaints)} complaints received in the period are closed: median "
+            f"{format_value(overall['median working days'])} working days from receipt to closure, 90th percentile "
+            f"{format_value(overall['90th percentile'])}; {format_value(overall.iloc[3])}% within the council's target "
+            f"of {target} working days and {format_value(overall['% within 6 months'])}% within 6 months (the "
+            "statutory outer limit). Times for fewer than "
+            f"{below} complaints are not shown."
+        )
+    tables = [
+        Table("Time to close by month received", by_month, ("closed",)),
+        Table("Time to close by service", by_service, ("closed",)),
     ]
-    queue_by_theme = queue.groupby("theme").size().rename("needs review").to_frame()
-    oldest = queue.sort_values("received_date").head(20)[["complaint_id", "received_date", "theme", "theme_confidence"]]
-    sections.append(
-        Section(
-            "Review queue",
-            f"{len(queue)} model tags in the period are not confident enough to stand without a person checking them.",
-            tables=[
-                ("Review queue by theme", suppress(queue_by_theme, below)),
-                (
-                    "Oldest awaiting review",
-                    oldest.assign(theme_confidence=oldest["theme_confidence"].round(2)).set_index("complaint_id"),
-                ),
-            ],
+    for table in tables:  # a median of one or two complaints would show their own dates
+        small = table.frame["closed"] < below
+        table.frame.loc[small, table.frame.columns[1:]] = np.nan
+    return Section("Time to respond and close", intro, tables=tables)
+
+
+def outcomes_section(complaints: pd.DataFrame) -> Section:
+    unknown = figures.unrecognised_outcomes(complaints["outcome"])
+    by_theme = figures.outcomes(complaints, "reported_theme")
+    by_theme.index.name = "theme"
+    by_service = figures.outcomes(complaints, "service")
+    words = pd.DataFrame(
+        {"read as": list(figures.OUTCOME_WORDS.values())},
+        index=pd.Index(list(figures.OUTCOME_WORDS), name="outcome word (normalised)"),
+    )
+    intro = (
+        "Outcomes from the export's outcome column, read through the table of outcome words below "
+        "(case, hyphens and punctuation ignored)."
+    )
+    if len(unknown):
+        intro += f' {len(unknown)} word(s) not in the table are counted as "not recognised" and listed: add them to the table.'
+    tables = [Table("Outcomes by theme", by_theme, True), Table("Outcomes by service", by_service, True)]
+    if len(unknown):
+        tables.append(Table("Outcome words not recognised", unknown, True))
+    tables.append(Table("How outcome words are read", words))
+    return Section("Outcomes", intro, tables=tables)
+
+
+def comparison_section(period: pd.DataFrame, previous: pd.DataFrame, target: int) -> Section:
+    table = figures.compare(figures.headline(period, target), figures.headline(previous, target))
+    intro = "Each headline figure beside the same period a year earlier."
+    if previous.empty:
+        intro += " The store holds no feedback received a year earlier, so there is nothing to compare with yet."
+    return Section("Against the same period a year earlier", intro, tables=[Table("Headline figures", table)])
+
+
+def learning_section(period: pd.DataFrame, today: dt.date, below: int) -> Section:
+    closed = period[period["learning_deadline"].notna()]
+    by_service = figures.learning_actions(closed, today)
+    overdue = figures.overdue_learning(closed, today)
+    status = closed["learning_status"].replace({"due soon": "open"}).value_counts()
+    if closed.empty:
+        intro = "No complaint received in the period has been closed, so no learning stage has started."
+    else:
+        intro = (
+            f"The learning stage must be completed within {LEARNING_STAGE_WORKING_DAYS} working days of closure. "
+            f"In the period: {int(status.get('completed on time', 0))} completed on time, "
+            f"{int(status.get('completed late', 0))} late, {int(status.get('overdue', 0))} overdue, "
+            f"{int(status.get('open', 0))} open ({int(by_service['due in next 5 working days'].sum())} due in the "
+            "next 5 working days). The overdue list is for the Customer Relations Team to chase."
         )
+    chart = (
+        bar_chart(status.reindex(figures.LEARNING_COLUMNS, fill_value=0), below, "Complaints") if len(status) else None
+    )
+    return Section(
+        "Learning actions",
+        intro,
+        chart,
+        "Bar chart of learning-stage status counts; the numbers are in the table that follows.",
+        [Table("Learning stage by service", by_service, True), Table("Overdue learning stages", overdue, max_rows=30)],
     )
 
-    quality = champion_quality(settings)
-    if quality is not None:
-        per_theme = quality["per_theme"]
-        sections.append(
-            Section(
-                "How far to trust the model's tags",
-                f"{quality['model']}: macro-F1 {quality['macro_f1']:.2f} on held-out data. F1 runs from 0 to 1; "
-                "tags for themes with a low F1 need more checking.",
-                tables=[("Model quality", per_theme.round(3).set_index("theme") if len(per_theme) else per_theme)],
-            )
-        )
 
-    closed = in_period[in_period["learning_deadline"].notna()]
-    compliance = closed.groupby(["service", "learning_status"]).size().unstack(fill_value=0)
-    compliance.index.name = "service"
-    due_next = closed[
-        closed["learning_completed_date"].isna()
-        & (closed["learning_deadline"] >= today)
-        & (closed["learning_deadline"] < due_soon_before(today))
-    ]
-    compliance["due in next 5 working days"] = (
-        due_next.groupby("service").size().reindex(compliance.index, fill_value=0)
-    )
-    status_totals = closed["learning_status"].value_counts()
-    sections.append(
-        Section(
-            "Learning stage compliance",
-            f"The learning stage must be completed within 20 working days of closure. In the period: "
-            f"{int(status_totals.get('completed on time', 0))} completed on time, "
-            f"{int(status_totals.get('completed late', 0))} late, {int(status_totals.get('overdue', 0))} overdue, "
-            f"{len(due_next)} due in the next 5 working days.",
-            bar_chart(status_totals.sort_index(), below, "Complaints") if len(status_totals) else None,
-            "Bar chart of learning-stage status counts; the numbers are in the table that follows.",
-            [("Learning stage by service", suppress(compliance, below))],
-        )
-    )
-
-    outcome = complaints["outcome"].fillna("").str.strip().str.lower()
+def statutory_section(complaints: pd.DataFrame, below: int) -> Section:
+    outcome = figures.outcome_of(complaints["outcome"])
     ombudsman = complaints["ombudsman_referral"].fillna("").str.strip().str.lower().isin({"yes", "y", "true", "1"})
     statutory = pd.DataFrame(
         {
-            "figure": [
+            "count": [
+                len(complaints),
+                int(outcome.isin(figures.WELL_FOUNDED).sum()),
+                int(ombudsman.sum()),
+                int(complaints["learning_status"].isin(["completed on time", "completed late"]).sum()),
+            ]
+        },
+        index=pd.Index(
+            [
                 "Complaints received",
                 "Complaints well-founded (outcome upheld or partly upheld)",
                 "Complaints referred to the Ombudsman",
                 "Learning actions completed",
             ],
-            "count": [
-                len(complaints),
-                int(outcome.isin(WELL_FOUNDED).sum()),
-                int(ombudsman.sum()),
-                int(complaints["learning_status"].isin(["completed on time", "completed late"]).sum()),
-            ],
-        }
-    ).set_index("figure")
+            name="figure",
+        ),
+    )
     subject = complaints.groupby("reported_theme").size().rename("count").to_frame()
     subject.index.name = "subject matter (theme)"
-    sections.append(
-        Section(
-            "Annual report figures (Local Authority Social Services and NHS Complaints Regulations 2009)",
-            "The figures regulation 18 asks for, for the period.",
-            tables=[("Statutory figures", statutory), ("Subject matter", suppress(subject, below))],
-        )
+    return Section(
+        "Annual report figures (Local Authority Social Services and NHS Complaints Regulations 2009)",
+        "The figures regulation 18 asks for, for the period.",
+        tables=[Table("Statutory figures", statutory), Table("Subject matter", subject, True)],
     )
 
-    examples = {}
-    for theme, members in complaints[complaints["text_redacted"].fillna("") != ""].groupby("reported_theme"):
-        chosen = members.sort_values(["theme_confidence", "complaint_id"], ascending=[False, True]).head(3)
-        texts = redact(chosen["text_redacted"].tolist())  # again: defence in depth
-        examples[str(theme)] = [highlight(t, e) for t, e in zip(texts, chosen["evidence"].fillna(""))]
 
+def example_ids(complaints: pd.DataFrame, per_theme: int = 3) -> pd.DataFrame:
+    """The most confident complaints of each theme: the examples the report shows."""
+    ranked = complaints.sort_values(["theme_confidence", "complaint_id"], ascending=[False, True])
+    return ranked.groupby("reported_theme").head(per_theme)[["complaint_id", "reported_theme", "evidence"]]
+
+
+def examples(chosen: pd.DataFrame, texts: pd.DataFrame | None) -> dict[str, list[list[tuple[str, bool]]]]:
+    """Example texts by theme, redacted again (defence in depth) and cut for highlighting."""
+    if texts is None or chosen.empty:
+        return {}
+    merged = chosen.merge(texts, on="complaint_id", how="inner")
+    merged = merged[merged["text_redacted"].fillna("") != ""]
+    out = {}
+    for theme, members in merged.groupby("reported_theme", sort=True):
+        cleaned = redact(members["text_redacted"].tolist())
+        out[str(theme)] = [highlight(t, e) for t, e in zip(cleaned, members["evidence"].fillna(""))]
+    return out
+
+
+def build_theme_report(data: ReportData, settings: Settings) -> ThemeReport:
+    """The theme report from frames alone (no store, no MLflow): see :func:`load_report_data`."""
+    below, target = settings.suppress_below, settings.response_target_working_days
+    frame = prepare(data.frame, data.labels)
+    period = in_range(frame, data.start, data.end)
+    complaints = period[period["kind"] != "compliment"]
+    previous = prepare(data.previous, data.labels)
+    sections = [
+        themes_section(period, below),
+        comparison_section(period, previous, target),
+        monthly_section(complaints, data.start, data.end, below),
+        emerging_section(frame[frame["kind"] != "compliment"], data.start, data.end, below),
+        acknowledgement_section(complaints, below),
+        closure_section(complaints, target, below),
+        outcomes_section(complaints),
+        learning_section(period, data.today, below),
+        review_section(period),
+        quality_section(data.quality, data.labels),
+        statutory_section(complaints, below),
+    ]
     return ThemeReport(
-        title="Complaints and compliments: theme report" + (f" for {service}" if service else ""),
-        period=f"{start:%d %B %Y} to {end:%d %B %Y}",
+        title="Complaints and compliments: theme report" + (f" for {data.service}" if data.service else ""),
+        period=f"{data.start:%d %B %Y} to {data.end:%d %B %Y}",
         generated=f"{dt.datetime.now():%d %B %Y %H:%M}",
         suppress_below=below,
         sections=sections,
-        examples=examples,
+        examples=examples(example_ids(complaints), data.texts),
+        about=about(data, period, below),
     )
+
+
+def about(data: ReportData, period: pd.DataFrame, below: int) -> dict[str, str]:
+    """The workbook's About sheet: period, source, suppression rule, model."""
+    files = sorted({Path(str(f)).name for f in period["source_file"].dropna()})
+    versions = sorted({str(v) for v in period["model_version"].dropna()})
+    return {
+        "Report": "Complaints and compliments: theme report" + (f" for {data.service}" if data.service else ""),
+        "Period": f"{data.start.isoformat()} to {data.end.isoformat()} (complaints by date received)",
+        "Source": "The results store of Learning from Feedback; exports read: " + (", ".join(files) or "none"),
+        "Small numbers": f'Counts from 1 to {below - 1} are shown as the text "<{below}" in breakdowns; every other number is a number.',
+        "Model": (data.quality or {}).get("model", "not available")
+        + (f"; tags in the period from version(s) {', '.join(versions)}" if versions else ""),
+        "Model quality": (data.quality or {}).get("measured_on", "not available"),
+        "Produced": f"{dt.datetime.now():%Y-%m-%d %H:%M}",
+    }
+
+
+def default_period(latest: dt.date | None, today: dt.date, months: int) -> tuple[dt.date, dt.date]:
+    """The last ``months`` complete months of the data: ending with the month of the latest
+    complaint received, or the last month before today's if that is earlier."""
+    last_complete = pd.Period(today, "M") - 1
+    end_month = min(pd.Period(latest, "M"), last_complete) if latest else last_complete
+    return (end_month - (months - 1)).start_time.date(), end_month.end_time.date()
+
+
+def theme_labels(settings: Settings) -> dict[str, str]:
+    """Theme id -> label from the taxonomy file; none (ids in sentence case) if it cannot be read."""
+    from pipelines.taxonomy import Taxonomy, TaxonomyError
+
+    try:
+        return Taxonomy.from_file(settings.taxonomy_path).labels()
+    except TaxonomyError:
+        return {}
+
+
+def load_report_data(
+    engine, settings: Settings, start: dt.date, end: dt.date, service: str | None, today: dt.date
+) -> ReportData:
+    """Read what the theme report needs: the period's rows (and its baseline and a year earlier),
+    only the columns it uses, the champion's quality, the taxonomy labels, the examples' text."""
+    frame = store.complaints_between(engine, history_start(start), end, service, REPORT_COLUMNS)
+    year = pd.DateOffset(years=1)
+    previous = store.complaints_between(
+        engine, (pd.Timestamp(start) - year).date(), (pd.Timestamp(end) - year).date(), service, REPORT_COLUMNS
+    )
+    labels = theme_labels(settings)
+    data = ReportData(frame, previous, start, end, today, service, labels, champion_quality(settings))
+    period = prepare(in_range(frame, start, end), labels)
+    chosen = example_ids(period[period["kind"] != "compliment"])
+    data.texts = store.read_complaints(engine, chosen["complaint_id"].tolist(), ["complaint_id", "text_redacted"])
+    return data
 
 
 # --------------------------------------------------------------------------- the learning bulletin
@@ -446,53 +766,77 @@ class Bulletin:
     groups: pd.DataFrame  # one row per group, with status "new", "growing" or "recurring"
     themes: pd.DataFrame  # complaint themes this month and whether emerging
     counts: dict  # every group's points and reviews now: what the next bulletin compares with
+    month: str = "this month"  # the month the complaint themes are of, e.g. "October 2025"
 
 
-def build_bulletin(engine, settings: Settings, today: dt.date | None = None) -> Bulletin:
-    """Recurring learning groups, and those new or grown since the last bulletin."""
+def representative_point(groups: pd.DataFrame) -> pd.Series:
+    """Each group's representative learning point, redacted: the ``representative_point`` column
+    when the grouping gives one, else the first of its ``representative_points``."""
+    if (
+        "representative_point" in groups
+        and groups["representative_point"].fillna("").astype(str).str.strip().ne("").all()
+    ):
+        points = groups["representative_point"].astype(str).str.strip()
+    else:
+        points = groups["representative_points"].fillna("").astype(str).str.split(" | ", regex=False).str[0].str.strip()
+    return pd.Series(redact(points.tolist()), index=groups.index)
+
+
+def bulletin_groups(groups: pd.DataFrame, previous: dict | None) -> pd.DataFrame:
+    """The groups the bulletin shows: recurring, new or grown since the last bulletin, with a
+    readable label and one representative point, new first."""
+    if not len(groups):
+        return groups
+    before = previous["groups"] if previous else {}
+    groups = groups.copy()
+    groups["label"] = groups["group_label"].fillna("").astype(str).map(sentence_case)
+    groups["representative"] = representative_point(groups)
+    was = groups["group_id"].map(lambda g: before.get(str(g), {}).get("n_points")).astype(float)
+    is_new = was.isna() & (previous is not None)  # the first bulletin has nothing to compare with
+    growing = was.notna() & (groups["n_points"] > was)
+    groups["status"] = np.select(
+        [is_new, growing], ["new", "growing"], default=np.where(groups["recurring"], "recurring", "single review")
+    )
+    groups["growth"] = (groups["n_points"] - was.fillna(groups["n_points"])).astype(int)
+    groups = groups[groups["recurring"].astype(bool) | groups["status"].isin(["new", "growing"])]
+    rank = groups["status"].map({"new": 0, "growing": 1, "recurring": 2, "single review": 3})
+    return groups.assign(_rank=rank).sort_values(["_rank", "n_reviews", "group_id"], ascending=[True, False, True])
+
+
+def build_bulletin(engine, settings: Settings, today: dt.date | None = None, end: dt.date | None = None) -> Bulletin:
+    """Recurring learning groups, and those new or grown since the last bulletin; complaint
+    themes emerging in the month of ``end`` (default today)."""
     today = today or dt.date.today()
+    end = end or today
     _, groups = store.read_learning(engine)
     counts = {
         str(g): {"n_points": int(p), "n_reviews": int(r)}
         for g, p, r in zip(groups.get("group_id", []), groups.get("n_points", []), groups.get("n_reviews", []))
     }
     previous = store.last_bulletin(engine)
-    before = previous["groups"] if previous else {}
-    if len(groups):
-        groups = groups.copy()
-        groups["representative"] = [
-            redact([p.strip() for p in str(r).split(" | ") if p.strip()]) for r in groups["representative_points"]
-        ]
-        was = groups["group_id"].map(lambda g: before.get(str(g), {}).get("n_points")).astype(float)
-        is_new = was.isna() & (previous is not None)  # the first bulletin has nothing to compare with
-        growing = was.notna() & (groups["n_points"] > was)
-        groups["status"] = np.select(
-            [is_new, growing], ["new", "growing"], default=np.where(groups["recurring"], "recurring", "single review")
-        )
-        groups["growth"] = (groups["n_points"] - was.fillna(groups["n_points"])).astype(int)
-        groups = groups[groups["recurring"].astype(bool) | groups["status"].isin(["new", "growing"])]
-        rank = groups["status"].map({"new": 0, "growing": 1, "recurring": 2, "single review": 3})
-        groups = groups.assign(_rank=rank).sort_values(
-            ["_rank", "n_reviews", "group_id"], ascending=[True, False, True]
-        )
-    start = (pd.Period(today, "M") - EMERGING_BASELINE_MONTHS).start_time.date()
-    frame = store.complaints_between(engine, start, today, None)
+    start = history_start(end)
+    frame = store.complaints_between(
+        engine, start, end, None, ["received_date", "human_theme", "analyst_theme", "theme", "feedback_type"]
+    )
     frame = frame[frame["feedback_type"].fillna("") != "compliment"]
     history = (
         frame.assign(theme=reporting_theme(frame), month=pd.to_datetime(frame["received_date"]).dt.to_period("M"))
         .groupby(["month", "theme"])
         .size()
         .unstack(fill_value=0)
-        .reindex(_months(start, today), fill_value=0)
+        .reindex(_months(start, end), fill_value=0)
     )
     themes = emerging_themes(history, min_count=settings.suppress_below)
+    labels = theme_labels(settings)
+    themes["theme"] = themes["theme"].map(lambda t: label_of(t, labels))
     return Bulletin(
         title="Learning bulletin",
         generated=f"{today:%d %B %Y}",
         since=previous["created_at"].strftime("%d %B %Y") if previous else None,
-        groups=groups,
+        groups=bulletin_groups(groups, previous),
         themes=themes,
         counts=counts,
+        month=f"{end:%B %Y}",
     )
 
 
@@ -511,6 +855,9 @@ def markdown_escape(text: str) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+_NUMERIC = re.compile(r"^(<?-?[\d.,]+%?|–)$")  # right-aligned in tables: counts, figures, "<5", "–"
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("pipelines", "templates"),
@@ -519,24 +866,65 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["md"] = markdown_escape
+    env.tests["numeric"] = lambda value: bool(_NUMERIC.match(str(value)))
     return env
 
 
-def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> Path:
-    """A workbook of tables with formulas neutralised and every cell written as a value."""
-    with pd.ExcelWriter(path, engine="openpyxl") as writer:
-        for name, table in sheets.items():
-            neutralise_formulas(table.astype(object).where(table.notna(), "")).to_excel(
-                writer, sheet_name=name, index=False
-            )
+def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path, about: dict[str, str] | None = None) -> Path:
+    """A working workbook: an About sheet first, then one sheet per table with numbers stored
+    as numbers (suppressed counts as the text "<N"), bold frozen headers, filters and column
+    widths; formulas neutralised, so every cell is a value."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.remove(book.active)
+    if about is not None:
+        _write_sheet(book, "About", pd.DataFrame({"about": list(about), "": list(about.values())}), filters=False)
+    for name, table in sheets.items():
+        _write_sheet(book, name, table)
+    book.save(path)
     return path
+
+
+def _cell_value(value):
+    """Numbers as numbers (whole floats as integers), text neutralised, missing as empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else float(value)
+    if isinstance(value, (dt.date, pd.Timestamp)):
+        return pd.Timestamp(value).date()
+    return value
+
+
+def _write_sheet(book, name: str, table: pd.DataFrame, filters: bool = True) -> None:
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    sheet = book.create_sheet(name)
+    text = neutralise_formulas(table.astype(object).where(table.notna(), None))
+    sheet.append([str(c) for c in text.columns])
+    for row in text.itertuples(index=False):
+        sheet.append([_cell_value(v) for v in row])
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    sheet.freeze_panes = "A2"
+    if filters and sheet.max_row > 1:
+        sheet.auto_filter.ref = sheet.dimensions
+    for i, column in enumerate(text.columns, start=1):
+        longest = max([len(str(column))] + [len(str(v)) for v in text.iloc[:, i - 1].tolist()[:1000]])
+        sheet.column_dimensions[get_column_letter(i)].width = min(80, max(8, longest + 2))
 
 
 def write_theme_report(report: ThemeReport, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     html = folder / "theme_report.html"
     html.write_text(_environment().get_template("theme_report.html.j2").render(report=report), encoding="utf-8")
-    return [html, write_xlsx(report.sheets(), folder / "theme_report.xlsx")]
+    return [html, write_xlsx(report.sheets(), folder / "theme_report.xlsx", report.about)]
 
 
 def write_bulletin(bulletin: Bulletin, folder: Path, engine=None) -> list[Path]:
@@ -563,16 +951,21 @@ def run_reports(
     record_bulletin: bool = True,
     engine=None,
 ) -> list[Path]:
-    """Both reports from the store: by default the 12 months to today. ``record_bulletin``:
-    remember this bulletin as circulated, so the next one says what is new and growing since;
-    the nightly run writes a preview and leaves that to ``python cli.py report``."""
+    """Both reports from the store: by default the last ``report_months`` complete months of
+    the data in it. ``record_bulletin``: remember this bulletin as circulated, so the next one
+    says what is new and growing since; the nightly run writes a preview and leaves that to
+    ``python cli.py report``."""
     today = today or dt.date.today()
-    end = end or today
-    start = start or (pd.Period(end, "M") - 11).start_time.date()
+    engine = engine or store.connect(settings.store)
+    if end is None:  # given only --from, the period runs to today
+        end = (
+            today if start else default_period(store.latest_received(engine, service), today, settings.report_months)[1]
+        )
+    start = start or (pd.Period(end, "M") - (settings.report_months - 1)).start_time.date()
     if start > end:
         raise ValueError(f"--from {start} is after --to {end}")
-    engine = engine or store.connect(settings.store)
-    paths = write_theme_report(build_theme_report(engine, settings, start, end, service, today), output)
-    paths += write_bulletin(build_bulletin(engine, settings, today), output, engine if record_bulletin else None)
+    data = load_report_data(engine, settings, start, end, service, today)
+    paths = write_theme_report(build_theme_report(data, settings), output)
+    paths += write_bulletin(build_bulletin(engine, settings, today, end), output, engine if record_bulletin else None)
     log.info("reports written", extra={"fields": {"folder": str(output), "files": len(paths)}})
     return paths

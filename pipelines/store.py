@@ -42,7 +42,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-SCHEMA_VERSION = 5  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases; 5: representative_point
+SCHEMA_VERSION = 5  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases;
+# 5: runs.updated (detail-only updates), complaints.acknowledged_date, learning_groups.representative_point
 metadata = MetaData()
 
 schema_version = Table(
@@ -70,6 +71,7 @@ complaints = Table(
     Column("learning_deadline", Date),
     Column("learning_status", String(30)),
     Column("acknowledgement_deadline", Date),
+    Column("acknowledged_date", Date),
     Column("first_seen_run", String(40)),
     Column("updated_run", String(40)),
 )
@@ -107,6 +109,7 @@ runs = Table(
     Column("scored", Integer, default=0),
     Column("quarantined", Integer, default=0),
     Column("unchanged", Integer, default=0),
+    Column("updated", Integer, default=0),  # details (dates, outcome...) changed, text did not: not re-scored
     Column("model_uri", String(500)),
     Column("model_version", String(50)),
     Column("input_fingerprints", Text),
@@ -257,8 +260,9 @@ def ensure_schema(engine: Engine) -> int:
                 f"store schema version {found.version} is newer than this package's ({SCHEMA_VERSION}); upgrade the package"
             )
         if found.version < SCHEMA_VERSION:
-            # Versions so far add tables, which create_all has just made, and (5) one column.
-            _add_missing_columns(conn, learning_groups)
+            # Versions so far add tables, which create_all has just made, and nullable columns.
+            for table in (runs, complaints, learning_groups):
+                _add_missing_columns(conn, table)
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=now()))
         return SCHEMA_VERSION
 
@@ -681,17 +685,45 @@ def last_bulletin(engine: Engine) -> dict | None:
     return None if row is None else {"created_at": row.created_at, "groups": json.loads(row.groups or "{}")}
 
 
-def complaints_between(engine: Engine, start: dt.date, end: dt.date, service: str | None = None) -> pd.DataFrame:
-    """Complaints received from ``start`` to ``end`` (inclusive), with their current tagging."""
+DATE_COLUMNS = (
+    "received_date",
+    "closed_date",
+    "learning_deadline",
+    "learning_completed_date",
+    "acknowledgement_deadline",
+    "acknowledged_date",
+)
+
+
+def complaints_between(
+    engine: Engine, start: dt.date, end: dt.date, service: str | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Complaints received from ``start`` to ``end`` (inclusive), with their current tagging;
+    only ``columns`` when given, so a report reads the period's rows and the fields it needs,
+    not the store. Date columns are ``datetime.date`` or None (never NaT), whatever the rows hold."""
     query = _current_query().where(complaints.c.received_date >= start, complaints.c.received_date <= end)
+    if columns is not None:
+        query = query.with_only_columns(*[c for c in query.selected_columns if c.name in columns])
     if service:
         query = query.where(complaints.c.service == service)
     with engine.connect() as conn:
         result = conn.execute(query)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for column in ("received_date", "closed_date", "learning_deadline", "learning_completed_date"):
-        frame[column] = pd.to_datetime(frame[column]).dt.date
+    for column in DATE_COLUMNS:
+        if column in frame:
+            dates = pd.to_datetime(frame[column])
+            frame[column] = pd.Series(dates.dt.date, dtype=object).where(dates.notna(), None)
     return frame
+
+
+def latest_received(engine: Engine, service: str | None = None) -> dt.date | None:
+    """The latest received date in the store (of one service, if given), or None when empty."""
+    query = select(func.max(complaints.c.received_date))
+    if service:
+        query = query.where(complaints.c.service == service)
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    return None if found is None else pd.Timestamp(found).date()
 
 
 def existing_complaints(engine: Engine, ids: list[str]) -> set[str]:

@@ -20,12 +20,23 @@ class TaxonomyError(ValueError):
     """A taxonomy or crosswalk file is malformed, or a label is not in the taxonomy."""
 
 
+def sentence_case(name: str) -> str:
+    """A theme id as people write it: ``quality_of_service`` -> ``Quality of service``."""
+    words = str(name).replace("_", " ").replace("-", " ").split()
+    return " ".join(words)[:1].upper() + " ".join(words)[1:] if words else str(name)
+
+
 @dataclass(frozen=True)
 class Theme:
     name: str
     feedback_type: str
     definition: str
     sub_themes: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # how reports name the theme; ids stay in data files
+
+    @property
+    def display_name(self) -> str:
+        return self.label or sentence_case(self.name)
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,9 @@ class Taxonomy:
                     if label in seen:
                         raise TaxonomyError(f"{path}: label '{label}' is defined twice ({seen[label]} and {ftype})")
                     seen[label] = ftype
-                themes.append(Theme(str(name), str(ftype), str(spec.get("definition", "")), subs))
+                themes.append(
+                    Theme(str(name), str(ftype), str(spec.get("definition", "")), subs, str(spec.get("label") or ""))
+                )
         if not themes:
             raise TaxonomyError(f"{path}: defines no themes")
         return cls(
@@ -82,6 +95,10 @@ class Taxonomy:
     def feedback_type_of(self) -> dict[str, str]:
         """Theme name -> feedback type (complaint, compliment, ...)."""
         return {t.name: t.feedback_type for t in self.themes}
+
+    def labels(self) -> dict[str, str]:
+        """Theme id -> the name reports show (its ``label``, else the id in sentence case)."""
+        return {t.name: t.display_name for t in self.themes}
 
     def roll_up(self) -> dict[str, str]:
         """Every known label (theme or sub-theme) -> its theme."""

@@ -584,7 +584,7 @@ def train(
         from pipelines.registry import write_model_card
 
         version = str(model_info.registered_model_version)
-        _ensure_champion(register, version)
+        _ensure_champion(register, version, settings, info["evaluation"])
         card = write_model_card(
             register,
             version,
@@ -694,16 +694,34 @@ def save_model_dir(pipeline, info: dict, path: Path) -> Path:
     return path
 
 
-def _ensure_champion(name: str, version: str) -> None:
-    """The first registered version becomes the champion; later ones wait for promotion."""
+def _ensure_champion(name: str, version: str, settings: Settings, evaluation: dict) -> None:
+    """The first registered version becomes the champion, and that decision goes into the alias
+    history like any promotion; later versions wait for ``promote``."""
+    import getpass
+
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from pipelines import store
 
     client = MlflowClient()
     try:
         client.get_model_version_by_alias(name, "champion")
+        return
     except MlflowException:
         client.set_registered_model_alias(name, "champion", version)
+    metrics = {"macro_f1": evaluation.get("macro_f1"), "n": evaluation.get("n_evaluated")}
+    store.record_alias_decision(
+        store.connect(settings.store),
+        model_name=name,
+        version=version,
+        alias="champion",
+        previous_champion=None,
+        decided_by=getpass.getuser(),
+        evaluation_set=evaluation.get("method", ""),
+        metrics=json.dumps({"candidate": metrics, "champion": None}),
+        reason="first model: no champion yet",
+    )
 
 
 def assemble_training_set(engine, settings: Settings | None = None) -> tuple[Path, str]:

@@ -101,6 +101,10 @@ def _nightly(ctx, *extra):
     return run_cli("nightly", *extra, env=ctx["env"], state_dir=ctx["state_dir"])
 
 
+def _runs(ctx) -> str:
+    return run_cli("runs", "--limit", "1", env=ctx["env"], state_dir=ctx["state_dir"], check=True).stdout
+
+
 def _engine(ctx):
     return store.connect(ctx["env"]["LFF_STORE_URL"])
 
@@ -119,6 +123,10 @@ def test_re_exports_rescore_only_edited_and_new_complaints(nightly_env):
     assert result.returncode == 0, result.stderr
     run = store.read_runs(_engine(nightly_env)).iloc[0]
     assert (run["new"], run["changed"], run["scored"]) == (3, 5, 8)
+    # The closed-date change is an update (stored, not re-scored), counted and shown in `runs`.
+    assert run["updated"] == 1 and run["rows_read"] == run["scored"] + run["updated"] + run["unchanged"]
+    header, row = (line.split() for line in _runs(nightly_env).splitlines()[:2])
+    assert row[header.index("updated") + 1] == "1", (header, row)  # +1: started_at prints as two words
     with _engine(nightly_env).connect() as conn:
         history = pd.read_sql("select complaint_id, is_current from taggings", conn)
     counts = history.groupby("complaint_id").size()
@@ -441,3 +449,21 @@ def test_two_real_runs_at_once_one_proceeds_and_the_other_refuses(nightly_env):
     assert first.returncode == 0, first_err[-2000:]
     ledger = store.read_runs(engine)
     assert len(ledger) == 1 and ledger["scored"].iloc[0] == len(many)
+
+
+def test_a_version_4_store_gains_the_new_columns_and_keeps_its_rows(tmp_path):
+    from sqlalchemy import inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = store.connect(url)
+    with engine.begin() as conn:  # make it as version 4 left it
+        conn.execute(text("ALTER TABLE runs DROP COLUMN updated"))
+        conn.execute(text("ALTER TABLE complaints DROP COLUMN acknowledged_date"))
+        conn.execute(text("DELETE FROM schema_version"))
+        conn.execute(text("INSERT INTO schema_version VALUES (4, '2026-01-01')"))
+        conn.execute(text("INSERT INTO runs (run_id, started_at, status) VALUES ('old', '2026-01-01', 'success')"))
+    engine.dispose()
+    engine = store.connect(url)
+    assert "updated" in {c["name"] for c in inspect(engine).get_columns("runs")}
+    assert "acknowledged_date" in {c["name"] for c in inspect(engine).get_columns("complaints")}
+    assert store.read_runs(engine)["run_id"].tolist() == ["old"]

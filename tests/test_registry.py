@@ -62,13 +62,15 @@ def test_a_worse_candidate_is_refused_and_a_better_one_promoted(tmp_path, fft, p
     assert str(client.get_model_version_by_alias("gate-test", "challenger").version) == worse
     assert client.get_model_version("gate-test", worse).tags["promotion.decision"] == "challenger"
     history = store.read_alias_history(store.connect(env["LFF_STORE_URL"]), "gate-test")
-    assert history[["version", "alias", "previous_champion"]].values.tolist() == [
+    assert history[["version", "alias", "previous_champion"]].fillna("").values.tolist() == [
+        [first, "champion", ""],  # the first model is a decision too: who, when and why
         [worse, "challenger", first],
         [better, "champion", first],
     ]
-    metrics = json.loads(history["metrics"].iloc[1])
+    assert history["reason"].iloc[0].startswith("first model") and history["decided_by"].iloc[0]
+    metrics = json.loads(history["metrics"].iloc[2])
     assert metrics["candidate"]["macro_f1"] > metrics["champion"]["macro_f1"]
-    assert "below the champion" in history["reason"].iloc[0] or "drops from" in history["reason"].iloc[0]
+    assert "below the champion" in history["reason"].iloc[1] or "drops from" in history["reason"].iloc[1]
     # Each registered model has its card, in models/ and in MLflow.
     card = (Path(os.environ["LFF_MODELS_DIR"]) / f"gate-test-v{better}.md").read_text()
     assert "## Known limits" in card and "## Intended use" in card and "| communication |" in card
