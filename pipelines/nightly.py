@@ -137,7 +137,16 @@ class ExportReader:
         self.columns = {**settings.export_columns}
         self.settings = settings
         # Quarantined rows keep every export column the job knows, with where and why.
-        self.quarantine_columns = ["_file", ROW, "_column", "_reason", *dict.fromkeys(self.columns.values())]
+        # Malformed CSV records keep their lines and raw text ("_lines", "_raw") to be corrected.
+        self.quarantine_columns = [
+            "_file",
+            ROW,
+            "_lines",
+            "_column",
+            "_reason",
+            *dict.fromkeys(self.columns.values()),
+            "_raw",
+        ]
 
     def chunks(self, source: Path | SqlTable):
         """(good store rows, quarantined rows) per chunk of one export file or database table."""
@@ -253,7 +262,7 @@ def run_nightly(
             log.info("exports already processed, skipped", extra={"fields": {"files": len(skipped)}})
         summary = NightlySummary(run_id, model_uri, model_version, trained)
         quarantine_path = settings.output_dir / f"quarantine-{run_id}.csv"
-        quarantine_file = TableWriter(quarantine_path)
+        quarantine_file = TableWriter(quarantine_path, private=True)
         reader = ExportReader(settings)
         latest = _latest_source_of_each_complaint(reader, sources)
         bar = tqdm(unit="complaints", disable=not progress, desc="nightly", mininterval=1.0)

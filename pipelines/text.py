@@ -43,14 +43,26 @@ _POSTCODE = re.compile(
     r"(?<!\w)(?:GIR\s?0AA|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2})(?!\w)",
     re.IGNORECASE,
 )
+# A street address: a house number (12, 12a), one to three capitalised street-name words, and
+# a street word in any case ("12 Acacia Avenue", "4B Mill LANE"). Requiring the capitalised name
+# keeps ordinary numbers ("3 weeks on the road", "2 visits a day") as they are.
+STREET_WORDS = [
+    "road", "rd", "street", "st", "avenue", "ave", "close", "lane", "drive", "way", "crescent", "place",
+    "court", "gardens", "grove", "terrace", "mews", "walk", "square", "row", "hill",
+]  # fmt: skip
+_STREET = re.compile(
+    r"(?<![\w.,])\d{1,4}[A-Za-z]?,?\s+(?:[A-Z][\w'\u2019-]*\s+){1,3}(?i:" + "|".join(STREET_WORDS) + r")\b\.?"
+)
 # Cheap tests for "could this text hold an identifier at all?", supersets of the detectors
 # below. Most feedback has none, and skipping spaCy for it keeps scoring fast. The first
 # (any @, digit or title) is quick on every text; the second, run only on what passes it,
 # asks for an @, a run of 3 digits (phones, NHS numbers), two letters then two digits (NI
-# numbers), a digit then two letters at a word end (postcodes), or a title.
+# numbers), a digit then two letters at a word end (postcodes), a title, or a street word.
 _TITLE_WORD = re.compile(r"\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
 _MAYBE = re.compile(r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b")  # on lower-cased text: faster than IGNORECASE
-_LIKELY = re.compile(r"@|\d{3}|[a-z]{2}\s?\d{2}|\d[a-z]{2}\b|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
+_LIKELY = re.compile(
+    r"@|\d{3}|[a-z]{2}\s?\d{2}|\d[a-z]{2}\b|\b(?:" + "|".join(TITLES + STREET_WORDS) + r")\b", re.IGNORECASE
+)
 
 PLACEHOLDERS = {
     "EMAIL": "[EMAIL]",
@@ -58,6 +70,7 @@ PLACEHOLDERS = {
     "NHS_NUMBER": "[NHS_NUMBER]",
     "NI_NUMBER": "[NI_NUMBER]",
     "POSTCODE": "[POSTCODE]",
+    "ADDRESS": "[ADDRESS]",
     "NAME": "[NAME]",
 }
 
@@ -136,6 +149,7 @@ class IdentifierFinder:
             ("EMAIL", _EMAIL),
             ("NI_NUMBER", _NINO),
             ("POSTCODE", _POSTCODE),
+            ("ADDRESS", _STREET),
         ):
             spans += self._char_spans(doc, label, (m.span() for m in pattern.finditer(text)))
         nhs = [m.span() for m in _NHS.finditer(text) if nhs_number_is_valid(re.sub(r"\D", "", m.group()))]
