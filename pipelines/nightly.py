@@ -311,7 +311,12 @@ def run_nightly(
         def score_into_store(batches):
             # One pool of scoring workers per pass (each holds one copy of the model).
             for batch, tags in scored_in_order(
-                batches, model_path, "text_redacted", max(1, settings.n_jobs), type_column="feedback_type_given"
+                batches,
+                model_path,
+                "text_redacted",
+                max(1, settings.n_jobs),
+                type_column="feedback_type_given",
+                main_scores=False,  # the model stays out of this process
             ):
                 tags = tags.assign(
                     complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()

@@ -178,7 +178,12 @@ def score_file(
 
 
 def scored_in_order(
-    chunks: Iterator[pd.DataFrame], model_path: str, text_column: str, n_jobs: int, type_column: str | None = None
+    chunks: Iterator[pd.DataFrame],
+    model_path: str,
+    text_column: str,
+    n_jobs: int,
+    type_column: str | None = None,
+    main_scores: bool = True,
 ):
     """(chunk, model output) pairs in input order, scored by ``n_jobs`` processes in all;
     ``type_column`` holds a given feedback type per row, if any (see :func:`score_texts`).
@@ -186,6 +191,9 @@ def scored_in_order(
     This process scores too, between reading and writing, and ``n_jobs - 1`` workers take
     the rest: one process fewer than a pool of ``n_jobs`` workers, which saves a full copy
     of the model and its libraries in memory. At most a few chunks are in flight.
+    ``main_scores=False`` (the nightly run, whose own work of reading, redacting and storing
+    keeps this process busy) leaves all scoring to the ``n_jobs - 1`` workers, so the model is
+    never loaded here: one copy of it fewer.
     """
 
     def args(chunk):
@@ -202,7 +210,7 @@ def scored_in_order(
         pending: deque = deque()
         for chunk in chunks:
             queued = sum(isinstance(out, Future) and not out.done() for _, out in pending)
-            if queued < 2 * workers:
+            if queued < 2 * workers or not main_scores:
                 pending.append((chunk, pool.submit(score_texts, *args(chunk))))
             else:
                 pending.append((chunk, score_texts(*args(chunk))))

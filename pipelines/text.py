@@ -209,6 +209,20 @@ def make_nlp(lemmatize: bool = False, sentences: bool = False) -> Language:
     return nlp
 
 
+VOCAB_LIMIT = 100_000  # strings in the redaction pipeline's vocab before it is replaced by a fresh one
+
+
+def _redaction_nlp() -> Language:
+    """The redaction pipeline, renewed when its vocab has grown past :data:`VOCAB_LIMIT`: spaCy
+    keeps every token text it has seen (a case number, a name), so over a million complaints a
+    long-lived pipeline grew by hundreds of megabytes in every process that redacts."""
+    nlp = make_nlp()
+    if len(nlp.vocab.strings) > VOCAB_LIMIT:
+        make_nlp.cache_clear()
+        nlp = make_nlp()
+    return nlp
+
+
 def redact_doc(doc: Doc, text: str | None = None) -> str:
     """The doc's text with each identifier span replaced by its placeholder."""
     text = doc.text if text is None else text
@@ -225,7 +239,7 @@ def redact(texts: Iterable[str]) -> list[str]:
     out = [normalise(as_text(t)) for t in texts]
     candidates = [i for i, t in enumerate(out) if _MAYBE.search(t.lower()) and _LIKELY.search(t)]
     if candidates:
-        nlp = make_nlp()
+        nlp = _redaction_nlp()
         finder = nlp.get_pipe("identifier_finder")
         for i in candidates:
             # The tokenizer then the finder, as nlp(text) would run them, handing the finder
