@@ -51,7 +51,7 @@ STREET_WORDS = [
     "court", "gardens", "grove", "terrace", "mews", "walk", "square", "row", "hill",
 ]  # fmt: skip
 _STREET = re.compile(
-    r"(?<![\w.,])\d{1,4}[A-Za-z]?,?\s+(?:[A-Z][\w'\u2019-]*\s+){1,3}(?i:" + "|".join(STREET_WORDS) + r")\b\.?"
+    r"(?<![\w.,])\d{1,4}[A-Za-z]?,?\s+(?:[A-Z][\w'\u2019.-]*\s+){1,3}(?i:" + "|".join(STREET_WORDS) + r")\b\.?"
 )
 # Cheap tests for "could this text hold an identifier at all?", supersets of the detectors
 # below. Most feedback has none, and skipping spaCy for it keeps scoring fast. The first
