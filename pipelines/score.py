@@ -136,7 +136,8 @@ def score_file(
                     "rows quarantined",
                     extra={"fields": {"file": str(input_path), "rows": len(bad)}},
                 )
-            yield good
+            if len(good):  # a header-only file, or a chunk all quarantined: nothing to score
+                yield good
 
     bar = tqdm(unit="rows", disable=not progress, desc="scoring", mininterval=1.0)
     try:

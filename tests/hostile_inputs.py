@@ -274,7 +274,7 @@ def binary_cases(folder: Path) -> list[Case]:
         Case(
             "XLSX with a merged title row over the header",
             "merged_header.xlsx",
-            error="column 'complaint_id' not found",
+            error="not found; columns are: Complaint details",
         ),
         Case("XLSX formulas without cached values", "formulas.xlsx", 3, 1, 2, reasons=["empty text"]),
         Case(

@@ -7,6 +7,7 @@ import csv
 import io
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -41,8 +42,7 @@ def _records(path):
 
 
 def _check_score(case, folder, out_dir, council_model, state_dir):
-    out, held = out_dir / f"{case.name[:20]}.csv".replace(" ", "_"), out_dir / "q.csv"
-    held.unlink(missing_ok=True)
+    out, held = out_dir / f"{case.file}.out.csv", out_dir / f"{case.file}.quarantine.csv"
     result = run_cli("score", "--model", str(council_model["model_dir"]), "--input", str(folder / case.file),
                      "--text-column", "text", "--id-column", "complaint_id", "--output", str(out),
                      "--quarantine", str(held), env={"LFF_N_JOBS": "1"}, state_dir=state_dir)  # fmt: skip
@@ -77,12 +77,15 @@ def _check_score(case, folder, out_dir, council_model, state_dir):
 @pytest.mark.slow
 def test_every_case_through_cli_score(corpus, council_model, state_dir, tmp_path):
     folder, cases = corpus
-    failures = []
-    for case in cases:
+
+    def check(case):
         try:
             _check_score(case, folder, tmp_path, council_model, state_dir)
         except AssertionError as err:
-            failures.append(str(err))
+            return str(err)
+
+    with ThreadPoolExecutor(2) as pool:  # two CLI processes at a time: most of each is start-up
+        failures = [f for f in pool.map(check, cases) if f]
     assert not failures, "\n\n".join(failures)
 
 
