@@ -310,14 +310,7 @@ def run_nightly(
 
         def score_into_store(batches):
             # One pool of scoring workers per pass (each holds one copy of the model).
-            for batch, tags in scored_in_order(
-                batches,
-                model_path,
-                "text_redacted",
-                max(1, settings.n_jobs),
-                type_column="feedback_type_given",
-                main_scores=False,  # the model stays out of this process
-            ):
+            for batch, tags in _scored(batches, model_path, settings):
                 tags = tags.assign(
                     complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
                 )
@@ -429,6 +422,13 @@ def update_learning(settings: Settings, engine, run_id: str) -> bool:
         extra={"fields": {"points": summary.points, "groups": summary.groups, "recurring": summary.recurring_groups}},
     )
     return True
+
+
+def _scored(batches, model_path: str, settings: Settings):
+    """(batch, tags) pairs from the scoring workers; the model is never loaded in this process,
+    whose own work (reading, redacting, storing) keeps it busy: one copy of the model fewer."""
+    n_jobs = max(1, settings.n_jobs)
+    return scored_in_order(batches, model_path, "text_redacted", n_jobs, "feedback_type_given", main_scores=False)
 
 
 def _with_redacted(rows: pd.DataFrame) -> pd.DataFrame:

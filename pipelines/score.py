@@ -143,17 +143,8 @@ def score_file(
     try:
         results = scored_in_order(validated(), model_path, text_column, max(1, settings.n_jobs))
         for good, out in results:
-            kept = good.drop(columns=[ROW]).reset_index(drop=True)
-            if not keep_text:
-                kept[text_column] = redact(kept[text_column].tolist())
-            kept = _keep_input_apart(kept)
-            tagged = pd.concat([kept, out[OUTPUT_COLUMNS]], axis=1)
-            writer.write(tagged)
-            bar.update(len(tagged))
-            log.debug(
-                "chunk scored",
-                extra={"fields": {"rows": len(tagged), "total": writer.rows}},
-            )
+            writer.write(_tagged(good, out, text_column, keep_text))
+            bar.update(len(good))
     finally:
         bar.close()
         kept_columns = list(_keep_input_apart(pd.DataFrame(columns=columns or required)).columns)
@@ -176,6 +167,14 @@ def score_file(
         extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}},
     )
     return summary
+
+
+def _tagged(good: pd.DataFrame, out: pd.DataFrame, text_column: str, keep_text: bool) -> pd.DataFrame:
+    """Input columns (text redacted unless ``keep_text``) and the model's output columns."""
+    kept = good.drop(columns=[ROW]).reset_index(drop=True)
+    if not keep_text:
+        kept[text_column] = redact(kept[text_column].tolist())
+    return pd.concat([_keep_input_apart(kept), out[OUTPUT_COLUMNS]], axis=1)
 
 
 def scored_in_order(
