@@ -57,6 +57,9 @@ _BARE_CR = re.compile(r"\r(?!\n)")
 _UNDECODED = re.compile("[\udc80-\udcff]")
 _DECODED_NON_ASCII = re.compile("[\u0080-\ud7ff\ue000-\U0010ffff]")
 DELIMITERS = (",", ";", "\t", "|")
+# A record may span this many lines (a long quoted text); past it, an opening quote that never
+# closes is reported at its line, so one stray quote cannot make the reader hold the whole file.
+MAX_RECORD_LINES = 2_000
 csv.field_size_limit(2**31 - 1)  # a 5 MB cell is read (and then quarantined as too long), not a parser error
 
 
@@ -156,6 +159,8 @@ class CsvRecords:
                 if item is None:
                     return
                 taken.append(item)
+                if len(taken) > MAX_RECORD_LINES:  # a quote that never closes: stop, do not read on
+                    raise csv.Error(f"a quoted field runs on past {MAX_RECORD_LINES} lines")
                 yield item[1]
 
         lines = feed()
@@ -169,7 +174,7 @@ class CsvRecords:
                 fields, reason = None, f"bad quoting ({err})"
                 lines = feed()  # the old feed may have run to the end of the file
                 reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
-            if fields is None and reason is None:
+            if not taken or (fields is None and reason is None):
                 return
             if reason and len(taken) > 1:  # resync: give back all but the first line
                 pushback.extendleft(reversed(taken[1:]))
