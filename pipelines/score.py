@@ -346,7 +346,9 @@ def stage_csv(input_path: Path, staging: Path, required: list[str], settings: Se
     rows, bad = TableWriter(staging / "rows.parquet"), TableWriter(staging / "malformed.parquet", private=True)
     for chunk in iter_chunks(input_path, settings.chunk_rows, required):
         malformed = chunk["_reason"].notna() if "_reason" in chunk.columns else pd.Series(False, index=chunk.index)
-        rows.write(chunk[~malformed].drop(columns=READER_COLUMNS, errors="ignore").astype({ROW: "int64"}))
+        good = chunk[~malformed].drop(columns=READER_COLUMNS, errors="ignore")
+        if len(good) or not rows.rows:  # never an empty chunk after the first: it would fix no types
+            rows.write(good.astype({ROW: "int64"}))
         if malformed.any():
             held = chunk[malformed].assign(_file=str(input_path), _column="")
             held = held.reindex(columns=["_file", ROW, "_lines", "_column", "_reason", "_raw"]).astype(str)
