@@ -347,13 +347,14 @@ def stage_csv(input_path: Path, staging: Path, required: list[str], settings: Se
     for chunk in iter_chunks(input_path, settings.chunk_rows, required):
         malformed = chunk["_reason"].notna() if "_reason" in chunk.columns else pd.Series(False, index=chunk.index)
         good = chunk[~malformed].drop(columns=READER_COLUMNS, errors="ignore")
-        if len(good) or not rows.rows:  # never an empty chunk after the first: it would fix no types
+        if len(good):  # an empty chunk would fix the Parquet schema with no types
             rows.write(good.astype({ROW: "int64"}))
+        columns = list(good.columns)
         if malformed.any():
             held = chunk[malformed].assign(_file=str(input_path), _column="")
             held = held.reindex(columns=["_file", ROW, "_lines", "_column", "_reason", "_raw"]).astype(str)
             bad.write(held.astype({ROW: "int64"}))
-    rows.close()
+    rows.close(empty_columns=columns)
     bad.close()
     return rows.path, (bad.path if bad.rows else None)
 
