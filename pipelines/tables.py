@@ -171,7 +171,8 @@ class CsvRecords:
                 fields = next(reader, None)
                 reason = None
             except csv.Error as err:
-                fields, reason = None, f"bad quoting ({err})"
+                why = "the file ends inside a quoted field" if "unexpected end of data" in str(err) else str(err)
+                fields, reason = None, f"bad quoting ({why})"
                 lines = feed()  # the old feed may have run to the end of the file
                 reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
             if not taken or (fields is None and reason is None):
