@@ -172,6 +172,13 @@ def score(
             "one of that type's. Rows with any other value are quarantined."
         ),
     ] = None,
+    keep_text: Annotated[
+        bool,
+        typer.Option(
+            help="Write the complaint text as it came in; by default the output's text column is redacted "
+            "(names, phones, emails, NHS/NI numbers, postcodes, street addresses replaced by placeholders)."
+        ),
+    ] = False,
 ):
     """Tag complaints with theme, theme_confidence, themes, needs_review and evidence.
 
@@ -200,6 +207,7 @@ def score(
                     quarantine,
                     spark_master,
                     type_column=feedback_type_column,
+                    keep_text=keep_text,
                 )
             )
         except ImportError as err:
@@ -215,8 +223,11 @@ def score(
                 quarantine,
                 progress=not _STATE["quiet"],
                 type_column=feedback_type_column,
+                keep_text=keep_text,
             )
         )
+    if not summary.rows_in:
+        typer.echo(f"no rows: {input} has a header and nothing else", err=True)
     typer.echo(f"{summary.rows_in} rows read, {summary.rows_scored} tagged -> {summary.output}", err=True)
     if summary.rows_quarantined:
         typer.echo(f"{summary.rows_quarantined} rows quarantined -> {summary.quarantine}", err=True)
@@ -392,6 +403,9 @@ def review_export(
     output: Annotated[Path, typer.Option(help="The review file to write (.xlsx).")],
     audit: Annotated[int, typer.Option(help="Confident tags drawn at random for audit, after the unsure ones.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed of the audit sample.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many unsure tags (the least confident); default: all.")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
 ):
     """Write the review queue: the model's unsure tags in the order that teaches the model most
@@ -405,7 +419,7 @@ def review_export(
     from pipelines.store import connect
 
     settings = _guarded(lambda: load_settings(config))
-    rows = _guarded(lambda: export_review(connect(settings.store), settings, output, audit, seed))
+    rows = _guarded(lambda: export_review(connect(settings.store), settings, output, audit, seed, limit))
     typer.echo(f"{rows} tags to review -> {output}", err=True)
 
 

@@ -154,7 +154,16 @@ class ExportReader:
         self.columns = {**settings.export_columns}
         self.settings = settings
         # Quarantined rows keep every export column the job knows, with where and why.
-        self.quarantine_columns = ["_file", ROW, "_column", "_reason", *dict.fromkeys(self.columns.values())]
+        # Malformed CSV records keep their lines and raw text ("_lines", "_raw") to be corrected.
+        self.quarantine_columns = [
+            "_file",
+            ROW,
+            "_lines",
+            "_column",
+            "_reason",
+            *dict.fromkeys(self.columns.values()),
+            "_raw",
+        ]
         # A stated feedback type must be one of the taxonomy's (empty: unknown, the model decides).
         self.feedback_types = Taxonomy.from_file(settings.taxonomy_path).feedback_type_of()
 
@@ -279,7 +288,7 @@ def run_nightly(
             log.info("exports already processed, skipped", extra={"fields": {"files": len(skipped)}})
         summary = NightlySummary(run_id, model_uri, model_version, trained)
         quarantine_path = settings.output_dir / f"quarantine-{run_id}.csv"
-        quarantine_file = TableWriter(quarantine_path)
+        quarantine_file = TableWriter(quarantine_path, private=True)
         reader = ExportReader(settings)
         latest = _latest_source_of_each_complaint(reader, sources)
         bar = tqdm(unit="complaints", disable=not progress, desc="nightly", mininterval=1.0)
@@ -328,9 +337,7 @@ def run_nightly(
 
         def score_into_store(batches):
             # One pool of scoring workers per pass (each holds one copy of the model).
-            for batch, tags in scored_in_order(
-                batches, model_path, "text_redacted", max(1, settings.n_jobs), type_column="feedback_type_given"
-            ):
+            for batch, tags in _scored(batches, model_path, settings):
                 tags = tags.assign(
                     complaint_id=batch["complaint_id"].to_numpy(), text_sha256=batch["text_sha256"].to_numpy()
                 )
@@ -458,6 +465,13 @@ def update_learning(settings: Settings, engine, run_id: str) -> bool:
         extra={"fields": {"points": summary.points, "groups": summary.groups, "recurring": summary.recurring_groups}},
     )
     return True
+
+
+def _scored(batches, model_path: str, settings: Settings):
+    """(batch, tags) pairs from the scoring workers; the model is never loaded in this process,
+    whose own work (reading, redacting, storing) keeps it busy: one copy of the model fewer."""
+    n_jobs = max(1, settings.n_jobs)
+    return scored_in_order(batches, model_path, "text_redacted", n_jobs, "feedback_type_given", main_scores=False)
 
 
 def _with_redacted(rows: pd.DataFrame) -> pd.DataFrame:

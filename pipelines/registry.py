@@ -21,6 +21,7 @@ from sklearn.metrics import f1_score
 
 from pipelines import store
 from pipelines.config import Settings, configure_mlflow
+from pipelines.tables import clean_text_cells
 from pipelines.text import normalise
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def make_evaluation_set(texts: pd.Series, labels: pd.Series, share: float, path:
     frame = pd.DataFrame({"text": texts.to_numpy()[chosen], "theme": labels.to_numpy()[chosen]})
     frame = frame.drop_duplicates("text").sort_values(["theme", "text"]).reset_index(drop=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    # Line breaks made line feeds, control characters dropped (text keys normalise them away
+    # anyway), so the file reads back one record per text; no formula prefix: it would change keys.
+    clean_text_cells(frame).to_csv(path, index=False, lineterminator="\n")
     return path, evaluation_version(path)
 
 

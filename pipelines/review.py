@@ -87,23 +87,20 @@ def review_queue(engine, audit: int = 50, seed: int = 0, limit: int | None = Non
     """Tags to check: every uncorrected tag that needs review, in the order that teaches the
     model most (:func:`teaching_order`), then ``audit`` confident ones drawn at random, so the
     confident tags are checked too."""
-    frame = store.current_taggings(engine)
-    # A complaint a person has already themed (in the export or a correction) is not asked again.
-    frame = frame[frame["theme"].notna() & frame["analyst_theme"].isna() & (frame["human_theme"].fillna("") == "")]
-    unsure = frame[frame["needs_review"].astype(bool)].sort_values(["theme_confidence", "complaint_id"])
+    # By query: only the unsure and the drawn rows leave the database, so memory does not grow
+    # with the store.
+    unsure = store.unsure_to_review(engine)
     unsure = unsure.iloc[
         teaching_order(
             unsure["text_redacted"].fillna("").tolist(),
-            unsure["theme_confidence"].to_numpy(),
+            unsure["theme_confidence"].to_numpy(dtype=float),
             unsure["theme"].to_numpy(),
             unsure["service"].fillna("").to_numpy(),
         )
     ]
     if limit is not None:
         unsure = unsure.head(limit)
-    confident = frame[~frame["needs_review"].astype(bool)].sort_values("complaint_id")
-    rng = np.random.default_rng(seed)
-    sample = confident.iloc[np.sort(rng.choice(len(confident), min(audit, len(confident)), replace=False))]
+    sample = store.confident_sample(engine, np.random.default_rng(seed), audit)
     queue = pd.concat(
         [unsure.assign(why_listed="model unsure"), sample.assign(why_listed="audit sample of confident tags")]
     )
@@ -114,7 +111,7 @@ def review_queue(engine, audit: int = 50, seed: int = 0, limit: int | None = Non
             "service": queue["service"].fillna(""),
             "text": redact(queue["text_redacted"].fillna("").tolist()),  # again: defence in depth
             "model_theme": queue["theme"],
-            "confidence": queue["theme_confidence"].round(3),
+            "confidence": queue["theme_confidence"].astype(float).round(3),
             "evidence": queue["evidence"].fillna(""),
             "why_listed": queue["why_listed"],
             "analyst_theme": "",
@@ -124,11 +121,13 @@ def review_queue(engine, audit: int = 50, seed: int = 0, limit: int | None = Non
     ).reset_index(drop=True)
 
 
-def export_review(engine, settings: Settings, path: Path, audit: int = 50, seed: int = 0) -> int:
+def export_review(
+    engine, settings: Settings, path: Path, audit: int = 50, seed: int = 0, limit: int | None = None
+) -> int:
     """Write the review file (XLSX) with a drop-down of the taxonomy's themes; returns its rows."""
     from openpyxl.worksheet.datavalidation import DataValidation
 
-    queue = review_queue(engine, audit, seed)
+    queue = review_queue(engine, audit, seed, limit)
     themes = Taxonomy.from_file(settings.taxonomy_path).theme_names
     path.parent.mkdir(parents=True, exist_ok=True)
     with pd.ExcelWriter(path, engine="openpyxl") as writer:

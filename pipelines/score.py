@@ -23,12 +23,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines.config import Settings, get_settings
-from pipelines.tables import ROW, InputError, RowChecks, TableWriter, iter_chunks
+from pipelines.tables import READER_COLUMNS, ROW, InputError, RowChecks, TableWriter, iter_chunks
+from pipelines.text import redact
 from pipelines.themes import FEEDBACK_TYPE_INPUT, OUTPUT_COLUMNS, known_types, normalise_types, unknown_types
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_COLUMNS = ["_file", ROW, "_column", "_reason"]
+QUARANTINE_COLUMNS = ["_file", ROW, "_lines", "_column", "_reason"]  # then the input columns, then "_raw"
 _LOADED: dict[str, object] = {}  # model path -> loaded pyfunc model, one per worker process
 
 
@@ -118,10 +119,13 @@ def score_file(
     settings: Settings | None = None,
     progress: bool = True,
     type_column: str | None = None,
+    keep_text: bool = False,
 ) -> ScoreSummary:
-    """Tag every row of ``input_path`` and write all its columns plus :data:`OUTPUT_COLUMNS`.
-    ``type_column`` names the export's feedback type (complaint, compliment; empty = unknown):
-    each row's theme is then one of that type's, and a row with another value is quarantined.
+    """Tag every row of ``input_path`` and write all its columns plus :data:`OUTPUT_COLUMNS`;
+    the text column is written redacted unless ``keep_text`` (the quarantine keeps rows as read,
+    so they can be corrected, in a file only its owner can read). ``type_column`` names the
+    export's feedback type (complaint, compliment; empty = unknown): each row's theme is then one
+    of that type's, and a row with another value is quarantined.
 
     Example: ``score_file("models:/complaint-themes@champion", "new.csv", "tagged.csv", "text", "id")``
     """
@@ -137,7 +141,7 @@ def score_file(
     model_path = resolve_model(model_uri, settings)
     types = _types_to_check(model_uri, model_path, type_column)
     checks = RowChecks(str(input_path), text_column, id_column, settings.max_text_chars)
-    writer, quarantine = TableWriter(output_path), TableWriter(quarantine_path)
+    writer, quarantine = TableWriter(output_path), TableWriter(quarantine_path, private=True)
     rows_in = 0
     columns: list[str] | None = None
 
@@ -152,25 +156,20 @@ def score_file(
             if columns is None:
                 columns = [c for c in good.columns if c != ROW]  # input names, as quarantine keeps them
             if len(bad):
-                quarantine.write(bad.reindex(columns=QUARANTINE_COLUMNS + columns))
+                quarantine.write(bad.reindex(columns=[*QUARANTINE_COLUMNS, *columns, "_raw"]))
                 log.warning(
                     "rows quarantined",
                     extra={"fields": {"file": str(input_path), "rows": len(bad)}},
                 )
-            yield good
+            if len(good):  # a header-only file, or a chunk all quarantined: nothing to score
+                yield good
 
     bar = tqdm(unit="rows", disable=not progress, desc="scoring", mininterval=1.0)
     try:
         results = scored_in_order(validated(), model_path, text_column, max(1, settings.n_jobs), type_column)
         for good, out in results:
-            kept = _keep_input_apart(good.drop(columns=[ROW])).reset_index(drop=True)
-            tagged = pd.concat([kept, out[OUTPUT_COLUMNS]], axis=1)
-            writer.write(tagged)
-            bar.update(len(tagged))
-            log.debug(
-                "chunk scored",
-                extra={"fields": {"rows": len(tagged), "total": writer.rows}},
-            )
+            writer.write(_tagged(good, out, text_column, keep_text))
+            bar.update(len(good))
     finally:
         bar.close()
         kept_columns = list(_keep_input_apart(pd.DataFrame(columns=columns or required)).columns)
@@ -186,6 +185,8 @@ def score_file(
     )
     if not quarantine.rows and quarantine_path.exists():
         quarantine_path.unlink()
+    if not rows_in:
+        log.warning("no rows: the file has a header and nothing else", extra={"fields": {"file": str(input_path)}})
     log.info(
         "scoring finished",
         extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}},
@@ -193,8 +194,21 @@ def score_file(
     return summary
 
 
+def _tagged(good: pd.DataFrame, out: pd.DataFrame, text_column: str, keep_text: bool) -> pd.DataFrame:
+    """Input columns (text redacted unless ``keep_text``) and the model's output columns."""
+    kept = good.drop(columns=[ROW]).reset_index(drop=True)
+    if not keep_text:
+        kept[text_column] = redact(kept[text_column].tolist())
+    return pd.concat([_keep_input_apart(kept), out[OUTPUT_COLUMNS]], axis=1)
+
+
 def scored_in_order(
-    chunks: Iterator[pd.DataFrame], model_path: str, text_column: str, n_jobs: int, type_column: str | None = None
+    chunks: Iterator[pd.DataFrame],
+    model_path: str,
+    text_column: str,
+    n_jobs: int,
+    type_column: str | None = None,
+    main_scores: bool = True,
 ):
     """(chunk, model output) pairs in input order, scored by ``n_jobs`` processes in all;
     ``type_column`` holds a given feedback type per row, if any (see :func:`score_texts`).
@@ -202,6 +216,9 @@ def scored_in_order(
     This process scores too, between reading and writing, and ``n_jobs - 1`` workers take
     the rest: one process fewer than a pool of ``n_jobs`` workers, which saves a full copy
     of the model and its libraries in memory. At most a few chunks are in flight.
+    ``main_scores=False`` (the nightly run, whose own work of reading, redacting and storing
+    keeps this process busy) leaves all scoring to the ``n_jobs - 1`` workers, so the model is
+    never loaded here: one copy of it fewer.
     """
 
     def args(chunk):
@@ -218,7 +235,7 @@ def scored_in_order(
         pending: deque = deque()
         for chunk in chunks:
             queued = sum(isinstance(out, Future) and not out.done() for _, out in pending)
-            if queued < 2 * workers:
+            if queued < 2 * workers or not main_scores:
                 pending.append((chunk, pool.submit(score_texts, *args(chunk))))
             else:
                 pending.append((chunk, score_texts(*args(chunk))))
@@ -335,7 +352,10 @@ def spark_row_checks(df, text_column: str, id_column: str | None, max_chars: int
     a feedback type not known (``types``: (column, theme -> type map)), missing id, duplicate
     id (every occurrence after the first, by row number)."""
     _, Window, F = _pyspark()
-    numbered = df.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF([*df.columns, ROW])
+    if ROW in df.columns:  # numbered by the project's reader (CSV staged through it)
+        numbered, df = df.withColumn(ROW, F.col(ROW).cast("long")), df.drop(ROW)
+    else:
+        numbered = df.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF([*df.columns, ROW])
     text = F.coalesce(F.col(text_column), F.lit(""))
     reason = F.when(F.trim(text) == "", F.lit("empty text")).when(
         F.length(text) > max_chars,
@@ -376,6 +396,26 @@ def _spark_type_check(F, reason, column, type_column: str, feedback_types: dict[
     return F.when(bad, why).otherwise(reason), F.when(bad, F.lit(type_column)).otherwise(column)
 
 
+def stage_csv(input_path: Path, staging: Path, required: list[str], settings: Settings) -> tuple[Path, Path | None]:
+    """(Parquet of the CSV's records with their row numbers, Parquet of its malformed records or
+    None), written by the project's own reader, so Spark sees CSV exactly as the local engine
+    does: the same quarantine reasons, not Spark's nulls. Streams: memory stays flat."""
+    rows, bad = TableWriter(staging / "rows.parquet"), TableWriter(staging / "malformed.parquet", private=True)
+    for chunk in iter_chunks(input_path, settings.chunk_rows, required):
+        malformed = chunk["_reason"].notna() if "_reason" in chunk.columns else pd.Series(False, index=chunk.index)
+        good = chunk[~malformed].drop(columns=READER_COLUMNS, errors="ignore")
+        if len(good):  # an empty chunk would fix the Parquet schema with no types
+            rows.write(good.astype({ROW: "int64"}))
+        columns = list(good.columns)
+        if malformed.any():
+            held = chunk[malformed].assign(_file=str(input_path), _column="")
+            held = held.reindex(columns=["_file", ROW, "_lines", "_column", "_reason", "_raw"]).astype(str)
+            bad.write(held.astype({ROW: "int64"}))
+    rows.close(empty_columns=columns)
+    bad.close()
+    return rows.path, (bad.path if bad.rows else None)
+
+
 def score_file_spark(
     model_uri: str,
     input_path: str | Path,
@@ -386,43 +426,91 @@ def score_file_spark(
     master: str = "local[*]",
     settings: Settings | None = None,
     type_column: str | None = None,
+    keep_text: bool = False,
 ) -> ScoreSummary:
-    """Score a Parquet or CSV file (or folder) with Spark into a folder of Parquet files; bad
-    rows go to a quarantine Parquet folder with their reasons. Only counts reach the driver."""
+    """Score a Parquet or CSV file (or Parquet folder) with Spark into a folder of Parquet files,
+    the text column redacted unless ``keep_text``; bad rows go to a quarantine Parquet folder with
+    their reasons. A CSV is first read by the project's reader into a staging Parquet (see
+    :func:`stage_csv`). Only counts reach the driver."""
     settings = settings or get_settings()
     started = time.monotonic()
     input_path, output_dir = Path(input_path), Path(output_dir)
     quarantine_dir = Path(quarantine_dir) if quarantine_dir else output_dir.with_name(output_dir.name + ".quarantine")
     if not input_path.exists():
         raise InputError(f"{input_path}: file not found")
-    spark = spark_session(master)
-    kind = "parquet" if input_path.suffix.lower() in {".parquet", ".pq"} or input_path.is_dir() else "csv"
-    if kind == "parquet":
-        df = spark.read.parquet(str(input_path))
-    else:
-        df = spark.read.csv(str(input_path), header=True, multiLine=True, escape='"', inferSchema=False)
     required = [text_column] + ([id_column] if id_column else []) + ([type_column] if type_column else [])
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise InputError(f"{input_path}: column {missing[0]!r} not found; columns are: {', '.join(df.columns)}")
-    df = df.select(*[df[c].cast("string").alias(c) for c in df.columns])
-    model_path = resolve_model(model_uri, settings)
-    types = (type_column, _types_to_check(model_uri, model_path, type_column)) if type_column else None
-    good, bad = spark_row_checks(df, text_column, id_column, settings.max_text_chars, str(input_path), types)
+    staging = output_dir.with_name(output_dir.name + ".staging")
+    malformed = None
+    if input_path.is_dir() or input_path.suffix.lower() in {".parquet", ".pq"}:
+        source = input_path
+    else:
+        staging.mkdir(parents=True, exist_ok=True)
+        source, malformed = stage_csv(input_path, staging, required, settings)
+    try:
+        spark = spark_session(master)
+        df = spark.read.parquet(str(source))
+        missing = [c for c in required if c not in df.columns]
+        if missing:
+            raise InputError(f"{input_path}: column {missing[0]!r} not found; columns are: {', '.join(df.columns)}")
+        df = df.select(*[df[c].cast("string").alias(c) if c != ROW else df[c] for c in df.columns])
+        model_path = resolve_model(model_uri, settings)
+        types = (type_column, _types_to_check(model_uri, model_path, type_column)) if type_column else None
+        good, bad = spark_row_checks(df, text_column, id_column, settings.max_text_chars, str(input_path), types)
+        if malformed is not None:
+            bad = bad.unionByName(spark.read.parquet(str(malformed)), allowMissingColumns=True)
+        scoring = SparkScoring(model_path, text_column, type_column, keep_text)
+        summary = _spark_write(spark, good, bad, scoring, output_dir, quarantine_dir, settings)
+    finally:
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging)
+    summary.seconds = round(time.monotonic() - started, 3)
+    log.info("spark scoring finished", extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}})
+    return summary
+
+
+@dataclass
+class SparkScoring:
+    """What the Spark write step scores with: the model, its inputs and whether text stays."""
+
+    model_path: str
+    text_column: str
+    type_column: str | None = None
+    keep_text: bool = False
+
+
+def _spark_write(spark, good, bad, scoring: SparkScoring, output_dir, quarantine_dir, settings):
+    _, _, F = _pyspark()
     good = good.cache()
-    scored = score_spark(good.drop(ROW), model_path, text_column, settings, type_column)
+    scored = score_spark(good.drop(ROW), scoring.model_path, scoring.text_column, settings, scoring.type_column)
+    if not scoring.keep_text:
+        scored = scored.withColumn(scoring.text_column, _redact_udf()(F.col(scoring.text_column)))
     scored.write.mode("overwrite").parquet(str(output_dir))
     rows_scored = spark.read.parquet(str(output_dir)).count()
     bad.write.mode("overwrite").parquet(str(quarantine_dir))
     rows_quarantined = spark.read.parquet(str(quarantine_dir)).count()
     good.unpersist()
-    summary = ScoreSummary(
+    if rows_quarantined:
+        os.chmod(quarantine_dir, 0o700)  # original text: the owner's only
+    return ScoreSummary(
         rows_in=rows_scored + rows_quarantined,
         rows_scored=rows_scored,
         rows_quarantined=rows_quarantined,
         output=output_dir,
         quarantine=quarantine_dir if rows_quarantined else None,
-        seconds=round(time.monotonic() - started, 3),
+        seconds=0.0,
     )
-    log.info("spark scoring finished", extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}})
-    return summary
+
+
+def _redact_udf():
+    """pipelines.text.redact as a Spark pandas UDF: the same redaction as the local engine."""
+    _, _, F = _pyspark()
+
+    @F.pandas_udf("string")
+    def redacted(texts: pd.Series) -> pd.Series:
+        from pipelines.text import redact as redact_texts
+
+        return pd.Series(redact_texts(texts.tolist()), index=texts.index)
+
+    return redacted

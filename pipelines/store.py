@@ -16,6 +16,7 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 from sqlalchemy import (
@@ -626,6 +627,57 @@ def iter_current_taggings(engine: Engine, chunk_rows: int = 50_000, run_id: str 
         columns = list(result.keys())
         while rows := result.fetchmany(chunk_rows):
             yield pd.DataFrame(rows, columns=columns)
+
+
+def _stream(engine: Engine, query, chunk_rows: int):
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(query)
+        columns = list(result.keys())
+        while rows := result.fetchmany(chunk_rows):
+            yield pd.DataFrame(rows, columns=columns)
+
+
+def iter_labelled(engine: Engine, chunk_rows: int = 50_000):
+    """Complaints a person has themed (in the export or by a correction), ordered by id, in
+    chunks of complaint_id, text_redacted, human_theme, analyst_theme: selected by the
+    database, so memory does not grow with the store."""
+    corrected = select(corrections.c.complaint_id).where(corrections.c.complaint_id == complaints.c.complaint_id)
+    themed = func.trim(func.coalesce(complaints.c.human_theme, "")) != ""
+    query = (
+        select(complaints.c.complaint_id, complaints.c.text_redacted, complaints.c.human_theme, _latest_correction())
+        .where(themed | corrected.exists())
+        .order_by(complaints.c.complaint_id)
+    )
+    yield from _stream(engine, query, chunk_rows)
+
+
+def _to_review():
+    """Current tags no person has themed yet (not in the export, not corrected)."""
+    query = _current_query().where(taggings.c.theme.is_not(None))
+    corrected = select(corrections.c.complaint_id).where(corrections.c.complaint_id == complaints.c.complaint_id)
+    return query.where(~corrected.exists(), func.coalesce(complaints.c.human_theme, "") == "")
+
+
+def unsure_to_review(engine: Engine, limit: int | None = None) -> pd.DataFrame:
+    """Unsure tags to review, least confident first (then by id), up to ``limit``, by query."""
+    query = _to_review().where(taggings.c.needs_review.is_(True))
+    query = query.order_by(taggings.c.theme_confidence, complaints.c.complaint_id).limit(limit)
+    return pd.concat([*_stream(engine, query, 50_000), pd.DataFrame(columns=current_columns())], ignore_index=True)
+
+
+def confident_sample(engine: Engine, rng, size: int) -> pd.DataFrame:
+    """``size`` confident tags to review drawn at random (positions in id order, as
+    ``rng.choice`` picks them), streamed so only the drawn rows are kept."""
+    query = _to_review().where(taggings.c.needs_review.is_(False))
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    wanted = np.sort(rng.choice(total, min(size, total), replace=False))
+    kept, seen = [], 0
+    for chunk in _stream(engine, query.order_by(complaints.c.complaint_id), 50_000):
+        here = wanted[(wanted >= seen) & (wanted < seen + len(chunk))] - seen
+        kept.append(chunk.iloc[here])
+        seen += len(chunk)
+    return pd.concat([*kept, pd.DataFrame(columns=current_columns())], ignore_index=True)
 
 
 def learning_fingerprint_seen(engine: Engine, fingerprint: str) -> bool:

@@ -43,14 +43,26 @@ _POSTCODE = re.compile(
     r"(?<!\w)(?:GIR\s?0AA|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?\s?\d[ABD-HJLNP-UW-Z]{2})(?!\w)",
     re.IGNORECASE,
 )
+# A street address: a house number (12, 12a), one to three capitalised street-name words, and
+# a street word in any case ("12 Acacia Avenue", "4B Mill LANE"). Requiring the capitalised name
+# keeps ordinary numbers ("3 weeks on the road", "2 visits a day") as they are.
+STREET_WORDS = [
+    "road", "rd", "street", "st", "avenue", "ave", "close", "lane", "drive", "way", "crescent", "place",
+    "court", "gardens", "grove", "terrace", "mews", "walk", "square", "row", "hill",
+]  # fmt: skip
+_STREET = re.compile(
+    r"(?<![\w.,])\d{1,4}[A-Za-z]?,?\s+(?:[A-Z][\w'\u2019.-]*\s+){1,3}(?i:" + "|".join(STREET_WORDS) + r")\b\.?"
+)
 # Cheap tests for "could this text hold an identifier at all?", supersets of the detectors
 # below. Most feedback has none, and skipping spaCy for it keeps scoring fast. The first
 # (any @, digit or title) is quick on every text; the second, run only on what passes it,
 # asks for an @, a run of 3 digits (phones, NHS numbers), two letters then two digits (NI
-# numbers), a digit then two letters at a word end (postcodes), or a title.
+# numbers), a digit then two letters at a word end (postcodes), a title, or a street word.
 _TITLE_WORD = re.compile(r"\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
 _MAYBE = re.compile(r"[@\d]|\b(?:" + "|".join(TITLES) + r")\b")  # on lower-cased text: faster than IGNORECASE
-_LIKELY = re.compile(r"@|\d{3}|[a-z]{2}\s?\d{2}|\d[a-z]{2}\b|\b(?:" + "|".join(TITLES) + r")\b", re.IGNORECASE)
+_LIKELY = re.compile(
+    r"@|\d{3}|[a-z]{2}\s?\d{2}|\d[a-z]{2}\b|\b(?:" + "|".join(TITLES + STREET_WORDS) + r")\b", re.IGNORECASE
+)
 
 PLACEHOLDERS = {
     "EMAIL": "[EMAIL]",
@@ -58,6 +70,7 @@ PLACEHOLDERS = {
     "NHS_NUMBER": "[NHS_NUMBER]",
     "NI_NUMBER": "[NI_NUMBER]",
     "POSTCODE": "[POSTCODE]",
+    "ADDRESS": "[ADDRESS]",
     "NAME": "[NAME]",
 }
 
@@ -136,6 +149,7 @@ class IdentifierFinder:
             ("EMAIL", _EMAIL),
             ("NI_NUMBER", _NINO),
             ("POSTCODE", _POSTCODE),
+            ("ADDRESS", _STREET),
         ):
             spans += self._char_spans(doc, label, (m.span() for m in pattern.finditer(text)))
         nhs = [m.span() for m in _NHS.finditer(text) if nhs_number_is_valid(re.sub(r"\D", "", m.group()))]
@@ -195,6 +209,20 @@ def make_nlp(lemmatize: bool = False, sentences: bool = False) -> Language:
     return nlp
 
 
+VOCAB_LIMIT = 100_000  # strings in the redaction pipeline's vocab before it is replaced by a fresh one
+
+
+def _redaction_nlp() -> Language:
+    """The redaction pipeline, renewed when its vocab has grown past :data:`VOCAB_LIMIT`: spaCy
+    keeps every token text it has seen (a case number, a name), so over a million complaints a
+    long-lived pipeline grew by hundreds of megabytes in every process that redacts."""
+    nlp = make_nlp()
+    if len(nlp.vocab.strings) > VOCAB_LIMIT:
+        make_nlp.cache_clear()
+        nlp = make_nlp()
+    return nlp
+
+
 def redact_doc(doc: Doc, text: str | None = None) -> str:
     """The doc's text with each identifier span replaced by its placeholder."""
     text = doc.text if text is None else text
@@ -211,7 +239,7 @@ def redact(texts: Iterable[str]) -> list[str]:
     out = [normalise(as_text(t)) for t in texts]
     candidates = [i for i, t in enumerate(out) if _MAYBE.search(t.lower()) and _LIKELY.search(t)]
     if candidates:
-        nlp = make_nlp()
+        nlp = _redaction_nlp()
         finder = nlp.get_pipe("identifier_finder")
         for i in candidates:
             # The tokenizer then the finder, as nlp(text) would run them, handing the finder

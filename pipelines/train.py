@@ -724,6 +724,22 @@ def _ensure_champion(name: str, version: str, settings: Settings, evaluation: di
     )
 
 
+def _labelled_rows(chunk: pd.DataFrame) -> pd.DataFrame:
+    """complaint_id, text, theme, label_source: the latest analyst correction over the export's theme."""
+    export_theme = chunk["human_theme"].fillna("").astype(str).str.strip()
+    analyst = chunk["analyst_theme"].fillna("").astype(str).str.strip()
+    label = analyst.where(analyst != "", export_theme)
+    keep = (label != "") & chunk["text_redacted"].fillna("").str.strip().ne("")
+    return pd.DataFrame(
+        {
+            "complaint_id": chunk.loc[keep, "complaint_id"],
+            "text": chunk.loc[keep, "text_redacted"],
+            "theme": label[keep],
+            "label_source": np.where(analyst[keep] != "", "analyst correction", "export"),
+        }
+    )
+
+
 def assemble_training_set(engine, settings: Settings | None = None) -> tuple[Path, str]:
     """The council's own labelled complaints from the results store as a training file, and its
     fingerprint: the theme recorded in the exports, overridden by the latest analyst correction
@@ -736,34 +752,30 @@ def assemble_training_set(engine, settings: Settings | None = None) -> tuple[Pat
     from pipelines import store
 
     settings = settings or get_settings()
-    frame = store.current_taggings(engine)
-    export_theme = frame["human_theme"].fillna("").astype(str).str.strip()
-    analyst = frame["analyst_theme"].fillna("").astype(str).str.strip()
-    label = analyst.where(analyst != "", export_theme)
-    keep = (label != "") & frame["text_redacted"].fillna("").str.strip().ne("")
-    rows = pd.DataFrame(
-        {
-            "complaint_id": frame.loc[keep, "complaint_id"],
-            "text": frame.loc[keep, "text_redacted"],
-            "theme": label[keep],
-            "label_source": np.where(analyst[keep] != "", "analyst correction", "export"),
-        }
-    ).sort_values("complaint_id")
-    if rows.empty:
-        raise InputError("the results store holds no labelled complaints (no export themes, no corrections)")
     digest = hashlib.sha256()
-    for cid, text, theme in zip(rows["complaint_id"], rows["text"], rows["theme"]):
-        digest.update(f"{cid}\x1f{theme}\x1f{text}\n".encode())
+    # Written under a temporary name, then named by its fingerprint once complete.
+    partial = settings.state / "training" / "training-partial.csv"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    written = corrections = 0
+    for chunk in store.iter_labelled(engine):  # by query, in chunks: memory does not grow with the store
+        rows = _labelled_rows(chunk)
+        for cid, text, theme in zip(rows["complaint_id"], rows["text"], rows["theme"]):
+            digest.update(f"{cid}\x1f{theme}\x1f{text}\n".encode())
+        rows.to_csv(partial, mode="a" if written else "w", header=not written, index=False)
+        written += len(rows)
+        corrections += int((rows["label_source"] != "export").sum())
+    if not written:
+        partial.unlink(missing_ok=True)
+        raise InputError("the results store holds no labelled complaints (no export themes, no corrections)")
     fingerprint = digest.hexdigest()
-    path = settings.state / "training" / f"training-{fingerprint[:12]}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(path, index=False)
+    path = partial.with_name(f"training-{fingerprint[:12]}.csv")
+    partial.replace(path)
     log.info(
         "training set assembled",
         extra={
             "fields": {
-                "rows": len(rows),
-                "corrections": int((rows["label_source"] != "export").sum()),
+                "rows": written,
+                "corrections": corrections,
                 "sha256": fingerprint,
             }
         },

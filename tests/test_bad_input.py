@@ -1,5 +1,7 @@
 """Bad input: one-line errors for unreadable files, quarantine with reasons for bad rows."""
 
+import stat
+
 import pandas as pd
 import pytest
 
@@ -41,7 +43,7 @@ def test_windows_1252_export_is_read_correctly(council_model, state_dir, tmp_pat
         "id,text\n1,The carer\u2019s visit was cancelled \u2013 again\n2,caf\u00e9 closed\n".encode("cp1252")
     )
     assert detect_encoding(path) == "cp1252"
-    result = _score_cli(council_model, state_dir, path, tmp_path / "o.csv")
+    result = _score_cli(council_model, state_dir, path, tmp_path / "o.csv", "--keep-text")
     assert result.returncode == 0, result.stderr
     out = pd.read_csv(tmp_path / "o.csv")
     assert out["text"].tolist() == ["The carer\u2019s visit was cancelled \u2013 again", "caf\u00e9 closed"]
@@ -79,6 +81,9 @@ def test_bad_rows_are_quarantined_and_the_rest_scored(council_model, state_dir, 
     assert set(held["source_row"]) == {"2", "3", "4", "5", "6"}
     assert set(held["_column"]) == {"text", "id"}
     assert SECRET not in result.stderr and SECRET not in result.stdout
+    # The output's text is redacted; the quarantine keeps rows as read, for its owner's eyes only.
+    assert scored["text"].tolist() == ["Mrs [NAME] waited six weeks for an assessment", f"Nobody called {SECRET} back"]
+    assert stat.S_IMODE(quarantine.stat().st_mode) == 0o600
 
 
 def test_malformed_csv_line_goes_to_quarantine(council_model, tmp_path):
@@ -90,7 +95,8 @@ def test_malformed_csv_line_goes_to_quarantine(council_model, tmp_path):
     )
     assert (summary.rows_scored, summary.rows_quarantined) == (2, 1)
     held = pd.read_csv(summary.quarantine)
-    assert held["_reason"][0].startswith("malformed CSV line 3")
+    assert held["_reason"][0] == "malformed CSV record, line 3: wrong number of fields (4, the header has 2)"
+    assert held["_raw"][0] == '2,"too, many",fields,here\n' and held["_lines"][0] == 3
 
 
 def test_truncated_file_last_row_is_quarantined(council_model, tmp_path):

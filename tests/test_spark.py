@@ -63,3 +63,36 @@ def test_spark_engine_without_pyspark_says_what_to_install(council_model, tmp_pa
         env={"PYTHONPATH": str(blocker)}, state_dir=state_dir,
     )  # fmt: skip
     assert result.returncode == 2 and "pip install -e '.[spark]'" in result.stderr
+
+
+def test_spark_reads_csv_like_the_local_engine(council_model, fft, tmp_path, state_dir):
+    """Malformed CSV records are quarantined by both engines with the same rows and reasons
+    (Spark's own CSV reader would fill nulls instead), and the good rows get the same tags."""
+    lines = [f'F{i},"{text.replace(chr(34), chr(39))}"' for i, text in enumerate(fft["feedback"].head(2_000))]
+    lines[100] = 'F100,"a quote that never closes'
+    lines[500] = "F500,too,many,fields"
+    lines[900] = "F900,a NUL \x00 inside"
+    lines[1500] = "comment_id,text"  # a second export pasted in: skipped, not scored
+    lines.insert(1200, "F17,a duplicate id")
+    source = tmp_path / "comments.csv"
+    source.write_text("comment_id,text\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    common = ["--model", str(council_model["model_dir"]), "--input", str(source), "--text-column", "text"]
+    common += ["--id-column", "comment_id"]
+    local = run_cli("score", *common, "--output", str(tmp_path / "local.parquet"), state_dir=state_dir)
+    assert local.returncode == 3, local.stderr
+    spark = run_cli(
+        "score", *common, "--engine", "spark", "--spark-master", "local[2]", "--output", str(tmp_path / "spark"),
+        state_dir=state_dir,
+    )  # fmt: skip
+    assert spark.returncode == 3, spark.stderr
+    assert "2000 rows read, 1996 tagged" in spark.stderr and "2000 rows read, 1996 tagged" in local.stderr
+    ours = pd.read_parquet(tmp_path / "local.parquet").set_index("comment_id").sort_index()
+    theirs = pd.read_parquet(tmp_path / "spark").set_index("comment_id").sort_index()
+    pd.testing.assert_frame_equal(theirs[["text", *COMPARED]], ours[["text", *COMPARED]], check_dtype=False)
+    local_bad = pd.read_csv(tmp_path / "local.quarantine.csv", dtype=str, keep_default_na=False)
+    spark_bad = pd.read_parquet(tmp_path / "spark.quarantine")
+    expected = sorted(zip(local_bad["source_row"].astype(int), local_bad["_reason"]))
+    assert sorted(zip(spark_bad["source_row"].astype(int), spark_bad["_reason"])) == expected
+    assert [reason.split(": ", 1)[-1][:12] for _, reason in expected] == [
+        "bad quoting ", "wrong number", "NUL characte", "duplicate id"
+    ]  # fmt: skip

@@ -23,6 +23,11 @@ from pipelines.text import find_identifiers, lemmatise, nhs_number_is_valid, nor
         ("mrs okafor visited", "NAME", "okafor"),
         ("Mrs Smithers-Jones was not told", "NAME", "Smithers-Jones"),
         ("Dr Anne-Marie Smith-Jones saw her", "NAME", "Anne-Marie Smith-Jones"),
+        ("the carer never came to 12 Acacia Avenue", "ADDRESS", "12 Acacia Avenue"),
+        ("she moved to 4b Mill Lane in May", "ADDRESS", "4b Mill Lane"),
+        ("Flat 2, 107 Upper Kirkgate Road, Leeds", "ADDRESS", "107 Upper Kirkgate Road"),
+        ("letters to 9 St. John's Close go missing", "ADDRESS", "9 St. John's Close"),
+        ("parked outside 33 HIGH STREET again", "ADDRESS", "33 HIGH STREET"),
     ],
 )
 def test_each_identifier_kind_is_found_and_redacted(text, kind, identifier):
@@ -42,6 +47,9 @@ def test_each_identifier_kind_is_found_and_redacted(text, kind, identifier):
         "the nurse was kind and the doctor listened",  # roles without a name
         "As a Nurse I think the rota was wrong",
         "cost me £1500 for 6 weeks",
+        "I waited 3 weeks on the road and 2 days in the lane",  # numbers, street words, no street name
+        "2 visits a day, 4 Carers in total",
+        "the Road to recovery took 3 Months",
     ],
 )
 def test_ordinary_text_and_numbers_are_not_redacted(text):

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from pipelines.config import configure_mlflow
 from pipelines.datasets import sha256_of
 from pipelines.score import score_file
-from pipelines.tables import neutralise_formulas
+from pipelines.tables import clean_text_cells, neutralise_formulas
 from tests.conftest import run_cli
 
 OUTPUT = ["theme", "theme_confidence", "themes", "needs_review", "evidence"]
@@ -79,18 +79,19 @@ def test_score_cli_keeps_all_columns_and_adds_tags(council_model, state_dir, fft
     out_path = tmp_path / f"out{suffix}"
     result = run_cli(
         "score", "--model", "models:/complaint-themes@champion", "--input", str(path), "--text-column", "feedback",
-        "--id-column", "case_ref", "--output", str(out_path), state_dir=state_dir,
+        "--id-column", "case_ref", "--output", str(out_path), "--keep-text", state_dir=state_dir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = pd.read_csv(out_path, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(out_path)
     assert list(out.columns[: len(source.columns)]) == list(source.columns)
     assert set(OUTPUT) <= set(out.columns)
     assert out["case_ref"].tolist() == source["case_ref"].tolist()
-    # CSV output neutralises cells a spreadsheet would run as formulas (starting =, +, -, @, tab, CR).
-    expected = neutralise_formulas(source) if suffix == ".csv" else source
+    # CSV output makes line breaks plain line feeds, drops control characters and neutralises
+    # cells a spreadsheet would run as formulas (starting =, +, -, @, tab).
+    expected = neutralise_formulas(clean_text_cells(source)) if suffix == ".csv" else source
     assert out["feedback"].tolist() == expected["feedback"].tolist()
     if suffix == ".csv":
-        assert any(v.startswith("'\r") for v in out["feedback"]) == any(v.startswith("\r") for v in source["feedback"])
+        assert not out["feedback"].str.contains("\r").any()
     assert pd.to_numeric(out["theme_confidence"]).between(0, 1).all()
     assert set(out["needs_review"].astype(str)) <= {"True", "False"}
 
