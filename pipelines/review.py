@@ -87,9 +87,9 @@ def review_queue(engine, audit: int = 50, seed: int = 0, limit: int | None = Non
     """Tags to check: every uncorrected tag that needs review, in the order that teaches the
     model most (:func:`teaching_order`), then ``audit`` confident ones drawn at random, so the
     confident tags are checked too."""
-    # By query: only the unsure and the drawn rows leave the database, so memory does not grow
-    # with the store.
-    unsure = store.unsure_to_review(engine)
+    # By query: only the unsure and the drawn rows leave the database. With a limit, the teaching
+    # order is taken among the least confident few times that many, so memory stays bounded.
+    unsure = store.unsure_to_review(engine, None if limit is None else 5 * limit)
     unsure = unsure.iloc[
         teaching_order(
             unsure["text_redacted"].fillna("").tolist(),
