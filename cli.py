@@ -195,37 +195,15 @@ def score(
 
     if engine not in ("local", "spark"):
         _fail(f"--engine {engine!r}: use local or spark", EXIT_BAD_INPUT)
+    common = dict(type_column=feedback_type_column, keep_text=keep_text)
+    args = (model, input, output, text_column, id_column, quarantine)
     if engine == "spark":
         try:
-            summary = _guarded(
-                lambda: score_file_spark(
-                    model,
-                    input,
-                    output,
-                    text_column,
-                    id_column,
-                    quarantine,
-                    spark_master,
-                    type_column=feedback_type_column,
-                    keep_text=keep_text,
-                )
-            )
+            summary = _guarded(lambda: score_file_spark(*args, spark_master, **common))
         except ImportError as err:
             _fail(str(err), EXIT_BAD_INPUT)
     else:
-        summary = _guarded(
-            lambda: score_file(
-                model,
-                input,
-                output,
-                text_column,
-                id_column,
-                quarantine,
-                progress=not _STATE["quiet"],
-                type_column=feedback_type_column,
-                keep_text=keep_text,
-            )
-        )
+        summary = _guarded(lambda: score_file(*args, progress=not _STATE["quiet"], **common))
     if not summary.rows_in:
         typer.echo(f"no rows: {input} has a header and nothing else", err=True)
     typer.echo(f"{summary.rows_in} rows read, {summary.rows_scored} tagged -> {summary.output}", err=True)
