@@ -7,13 +7,16 @@ Writes benchmarks/results/learning_quality.json. Run:
   that extraction returns with the same boundaries;
 * theme recovery (pipelines.evaluation: Hungarian matching of themes to groups by report-set
   F1, the chance level of random groups of the same sizes, adjusted) on the development file
-  pfd_road_traffic_dev.csv (silver labels, 47 themes with 4+ reports): our grouping, with and
-  without the default learning framework, against KMeans with k = number of themes on TF-IDF
-  (of the same points, and of sentences as before) and on the encoder's embeddings, 3 seeds each;
+  pfd_road_traffic_dev.csv (silver labels, 47 themes with 4+ reports): our grouping (of the
+  points' passages; scored on the rows `cli.py learning` writes, one per point and group), with
+  and without the default learning framework, against KMeans with k = number of themes on
+  TF-IDF (of the points, and of sentences of the whole concerns text) and on the encoder's
+  embeddings (of the points, and of the same passages we group), 3 seeds each;
 * the same on pfd_suicide_reports.csv (weak machine-assigned family_* labels), a check only;
 * the seed SIR: its points, added to the grouping of the suicide reports;
 * stability: group 80% of the development reports, then add the other 20% through the saved
-  grouping; share of the first points that keep their group id; determinism: two runs.
+  grouping; share of the first points' rows (point, group) and passages that keep their group
+  id; determinism: two runs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from pipelines.learning import (
     extract_review_points,
     fit_groups,
     load_seed_themes,
+    passages,
+    point_rows,
     read_review_document,
     text_keys,
 )
@@ -67,7 +72,12 @@ def sentences_of(reports: pd.DataFrame, id_column: str) -> pd.DataFrame:
 
 
 def baselines(
-    points: pd.DataFrame, reports: pd.DataFrame, labels: pd.DataFrame, vectors: np.ndarray, id_column: str
+    points: pd.DataFrame,
+    units: pd.DataFrame,
+    reports: pd.DataFrame,
+    labels: pd.DataFrame,
+    cache: dict,
+    id_column: str,
 ) -> dict:
     """KMeans with k = number of themes (4+ reports) on TF-IDF and on the encoder's vectors."""
     coded = labels[labels.any(axis=1)]
@@ -75,18 +85,26 @@ def baselines(
     sentences = sentences_of(reports, id_column)
     tfidf_points = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(points["point_text"])
     tfidf_sentences = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(sentences["text"])
-    out = {"k": k, "tfidf_kmeans_points": [], "tfidf_kmeans_sentences": [], "encoder_kmeans_points": []}
+    point_vectors = np.vstack([cache[key] for key in text_keys(points["point_text"].tolist())])
+    unit_vectors = np.vstack([cache[key] for key in text_keys(units["point_text"].tolist())])
+    out = {name: [] for name in BASELINES}
+    out["k"] = k
     for seed in SEEDS:
         kmeans = KMeans(k, random_state=seed, n_init=10)
         out["tfidf_kmeans_points"].append(adjusted(points, kmeans.fit_predict(tfidf_points), labels))
         out["tfidf_kmeans_sentences"].append(adjusted(sentences, kmeans.fit_predict(tfidf_sentences), labels))
-        out["encoder_kmeans_points"].append(adjusted(points, kmeans.fit_predict(vectors), labels))
+        out["encoder_kmeans_points"].append(adjusted(points, kmeans.fit_predict(point_vectors), labels))
+        out["encoder_kmeans_passages"].append(adjusted(units, kmeans.fit_predict(unit_vectors), labels))
     return out
 
 
-def ours(points: pd.DataFrame, labels: pd.DataFrame, cache: dict, seeds=None) -> dict:
-    runs = [fit_groups(points, seeds, s, embeddings=cache) for s in SEEDS]
-    scores = [theme_recovery(points.assign(group_id=a), labels) for _, a in runs]
+BASELINES = ("tfidf_kmeans_points", "tfidf_kmeans_sentences", "encoder_kmeans_points", "encoder_kmeans_passages")
+
+
+def ours(units: pd.DataFrame, labels: pd.DataFrame, cache: dict, seeds=None) -> dict:
+    runs = [fit_groups(units, seeds, s, embeddings=cache) for s in SEEDS]
+    rows = [point_rows(units, a, g) for g, a in runs]
+    scores = [theme_recovery(r, labels) for r in rows]
     grouping, assigned = runs[0]
     return {
         "adjusted_by_seed": [s["adjusted"] for s in scores],
@@ -95,39 +113,49 @@ def ours(points: pd.DataFrame, labels: pd.DataFrame, cache: dict, seeds=None) ->
         "chance": scores[0]["chance"],
         "groups": len(grouping.group_ids),
         "groups_with_points": int(len(np.unique(assigned[assigned >= 0]))),
-        "not_yet_recurring_share": float((assigned == -1).mean()),
+        "passages": len(units),
+        "points": int(len(units.drop_duplicates(["report_id", "position"]))),
+        "rows_written": len(rows[0]),
+        "points_in_more_than_one_group": int((rows[0][rows[0]["group_id"] >= 0].groupby(["report_id", "position"]).size() > 1).sum()),
+        "not_yet_recurring_share_of_passages": float((assigned == -1).mean()),
+        "not_yet_recurring_share_of_points": float((rows[0]["group_id"] == -1).sum() / len(rows[0].drop_duplicates(["report_id", "position"]))),
+        "join_threshold": grouping.assign_threshold,
         "labels_sample": grouping.labels[:25],
     }
 
 
-def stability(points: pd.DataFrame, cache: dict) -> dict:
-    ids = sorted(points["report_id"].unique())
+def stability(units: pd.DataFrame, cache: dict) -> dict:
+    ids = sorted(units["report_id"].unique())
     first_ids = set(np.random.default_rng(0).choice(ids, size=int(0.8 * len(ids)), replace=False))
-    in_first = points["report_id"].isin(first_ids).to_numpy()
-    first = points[in_first].reset_index(drop=True)
+    in_first = units["report_id"].isin(first_ids).to_numpy()
+    first = units[in_first].reset_index(drop=True)
     g1, a1 = fit_groups(first, random_state=0, embeddings=cache)
     with tempfile.TemporaryDirectory() as tmp:
         g1.save(Path(tmp))
-        g2, a2 = assign_groups(Grouping.load(Path(tmp)), points)
-    after = a2[in_first]  # the same points, in the same order
+        g2, a2 = assign_groups(Grouping.load(Path(tmp)), units)
+    after = a2[in_first]  # the same passages, in the same order
     grouped = a1 >= 0
-    again, assigned_again = fit_groups(points, random_state=0, embeddings=cache)
-    once, assigned_once = fit_groups(points, random_state=0, embeddings=cache)
+    key = ["report_id", "position", "group_id"]
+    rows_before = point_rows(first, a1, g1)[key]
+    rows_after = point_rows(units, a2, g2)[key]
+    kept = rows_before.merge(rows_after, on=key, how="left", indicator=True)["_merge"] == "both"
+    again, assigned_again = fit_groups(units, random_state=0, embeddings=cache)
+    once, assigned_once = fit_groups(units, random_state=0, embeddings=cache)
     return {
-        "share_of_earlier_points_with_the_same_group_id": float((after == a1).mean()),
-        "share_of_earlier_grouped_points_with_the_same_group_id": float((after[grouped] == a1[grouped]).mean()),
-        "earlier_not_yet_recurring_points_now_grouped": int(((a1 == -1) & (after >= 0)).sum()),
-        "new_points_joining_existing_groups_share": float((a2[~in_first] >= 0).mean()),
+        "share_of_earlier_point_rows_kept": float(kept.mean()),
+        "share_of_earlier_passages_with_the_same_group_id": float((after == a1).mean()),
+        "share_of_earlier_grouped_passages_with_the_same_group_id": float((after[grouped] == a1[grouped]).mean()),
+        "earlier_not_yet_recurring_passages_now_grouped": int(((a1 == -1) & (after >= 0)).sum()),
+        "new_passages_joining_existing_groups_share": float((a2[~in_first] >= 0).mean()),
         "new_groups_after_adding_20pct": len(g2.group_ids) - len(g1.group_ids),
         "identical_on_rerun": bool((assigned_once == assigned_again).all() and once.labels == again.labels),
     }
 
 
-def embedded(points: pd.DataFrame) -> tuple[dict, np.ndarray]:
-    """Every point's embedding, once, shared by all the runs below."""
-    texts = points["point_text"].tolist()
-    vectors = get_encoder().encode(texts, progress=True)
-    return dict(zip(text_keys(texts), vectors)), vectors
+def embedded(frames: list[pd.DataFrame]) -> dict:
+    """Every text's embedding, once, shared by all the runs below."""
+    texts = sorted({t for frame in frames for t in frame["point_text"]})
+    return dict(zip(text_keys(texts), get_encoder().encode(texts, progress=True)))
 
 
 def main() -> None:
@@ -136,32 +164,34 @@ def main() -> None:
     matched, marked = boundary_agreement(gold, suicide.set_index("id")["concerns"])
     road, road_labels = fetch_pfd_road_traffic()
     road_points, _ = extract_review_points(pfd_as_reviews(road, "url"))  # ids repeat; urls do not
-    cache, vectors = embedded(road_points)
+    road_units = passages(road_points)
+    cache = embedded([road_points, road_units])
     dev = {
         "points": len(road_points),
         "reports": int(road_points["report_id"].nunique()),
-        "ours": ours(road_points, road_labels, cache),
-        "ours_with_default_framework": ours(road_points, road_labels, cache, load_seed_themes(FRAMEWORK)),
-        **baselines(road_points, road, road_labels, vectors, "url"),
-        "stability": stability(road_points, cache),
+        "ours": ours(road_units, road_labels, cache),
+        "ours_with_default_framework": ours(road_units, road_labels, cache, load_seed_themes(FRAMEWORK)),
+        **baselines(road_points, road_units, road, road_labels, cache, "url"),
+        "stability": stability(road_units, cache),
     }
-    dev["gain_over_tfidf_kmeans_points"] = dev["ours"]["mean_adjusted"] - float(np.mean(dev["tfidf_kmeans_points"]))
-    dev["gain_over_tfidf_kmeans_sentences"] = dev["ours"]["mean_adjusted"] - float(
-        np.mean(dev["tfidf_kmeans_sentences"])
-    )
+    for name in BASELINES:
+        dev[f"gain_over_{name}"] = dev["ours"]["mean_adjusted"] - float(np.mean(dev[name]))
 
     family = suicide.set_index("id").filter(like="family_").apply(lambda s: s.str.lower() == "true")
     suicide_points, _ = extract_review_points(fetch_pfd_reviews())
-    suicide_cache, suicide_vectors = embedded(suicide_points)
+    suicide_units = passages(suicide_points)
+    suicide_cache = embedded([suicide_points, suicide_units])
     check = {
         "points": len(suicide_points),
-        "ours": ours(suicide_points, family, suicide_cache),
-        **baselines(suicide_points, suicide, family, suicide_vectors, "id"),
+        "ours": ours(suicide_units, family, suicide_cache),
+        **baselines(suicide_points, suicide_units, suicide, family, suicide_cache, "id"),
     }
-    grouping, _ = fit_groups(suicide_points, random_state=0, embeddings=suicide_cache)
+    grouping, _ = fit_groups(suicide_units, random_state=0, embeddings=suicide_cache)
     sir = read_review_document(ROOT / "tests" / "fixtures" / "sir_seed.docx")
     sir_points = pd.DataFrame(extract_points(sir["text"])).assign(report_id="sir_seed", date="", team="")
-    _, sir_groups = assign_groups(grouping, pd.concat([suicide_points, sir_points], ignore_index=True))
+    sir_units = passages(sir_points)
+    _, sir_groups = assign_groups(grouping, pd.concat([suicide_units, sir_units], ignore_index=True))
+    sir_rows = point_rows(sir_units, sir_groups[len(suicide_units) :], grouping)
     names = dict(zip(grouping.group_ids, grouping.labels))
     results = {
         "extraction": {
@@ -173,7 +203,8 @@ def main() -> None:
         "pfd_road_traffic_dev": dev,
         "pfd_suicide_reports": check,
         "seed_sir_added_to_the_suicide_grouping": [
-            names.get(int(g), "not yet recurring") for g in sir_groups[len(suicide_points) :]
+            {"point": int(p), "group": names.get(int(g), "not yet recurring")}
+            for p, g in zip(sir_rows["position"], sir_rows["group_id"])
         ],
     }
     print(json.dumps(results, indent=1))

@@ -5,8 +5,8 @@ Writes benchmarks/results/learning_speed.json. Run:
 
 Points: the learning points extracted from the coroners' reports, plus sentences of both
 coroners' files (concerns, circumstances, investigation), plus NHS FFT comments (phase 1 and
-v6), until --points distinct texts are reached (real text throughout, none repeated). Measures fit_groups from scratch (embed every point with the sentence
-encoder, group, name), the encoder's own rate (texts per second), the process's peak resident
+v6), until --points distinct texts are reached (real text throughout, none repeated). Measures grouping from scratch (split the points into passages, embed each with the
+sentence encoder, group, name), the encoder's own rate (texts per second), the process's peak resident
 memory, and a nightly update: the saved grouping loaded and --new points never seen added
 (only those are embedded).
 """
@@ -31,7 +31,7 @@ from pipelines.datasets import (
     fetch_pfd_road_traffic,
 )
 from pipelines.encoder import BATCH_SIZE, MAX_SEQ_LENGTH, get_encoder
-from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups
+from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups, passages
 from pipelines.text import make_nlp
 
 RESULTS = Path(__file__).parent / "results" / "learning_speed.json"
@@ -93,22 +93,25 @@ def main() -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     encoder = TimedEncoder(get_encoder())  # verifying the weights' hashes is part of the run
-    grouping, assigned = fit_groups(points, encoder=encoder, random_state=0, progress=True)
+    units = passages(points)  # what group_reviews groups: the points' sentences
+    grouping, assigned = fit_groups(units, encoder=encoder, random_state=0, progress=True)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
         grouping.save(Path(tmp))
         nightly = TimedEncoder(encoder.encoder)
         started = time.perf_counter()
-        updated, _ = assign_groups(Grouping.load(Path(tmp)), pd.concat([points, later], ignore_index=True), nightly)
+        all_units = passages(pd.concat([points, later], ignore_index=True))
+        updated, _ = assign_groups(Grouping.load(Path(tmp)), all_units, nightly)
         updated.save(Path(tmp))
         nightly_seconds = time.perf_counter() - started
     results = {
         "points": len(points),
         "distinct_texts": int(points["point_text"].nunique()),
         "mean_point_chars": float(points["point_text"].str.len().mean()),
+        "passages": len(units),
         "groups": len(grouping.group_ids),
-        "not_yet_recurring_share": float((assigned == -1).mean()),
+        "not_yet_recurring_share_of_passages": float((assigned == -1).mean()),
         "fit_seconds": seconds,
         "encoder_texts": encoder.texts,
         "encoder_seconds": encoder.seconds,

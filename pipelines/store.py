@@ -43,8 +43,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-SCHEMA_VERSION = 5  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases;
-# 5: runs.updated (detail-only updates), complaints.acknowledged_date, learning_groups.representative_point
+SCHEMA_VERSION = 6  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases;
+# 5: runs.updated (detail-only updates), complaints.acknowledged_date, learning_groups.representative_point;
+# 6: learning_points one row per point and group (a point can teach more than one thing), passage_text
 metadata = MetaData()
 
 schema_version = Table(
@@ -155,9 +156,10 @@ learning_points = Table(
     metadata,
     Column("report_id", String(200), primary_key=True),
     Column("position", Integer, primary_key=True),
+    Column("group_id", Integer, primary_key=True, index=True),
     Column("section", String(300)),
     Column("point_text", Text),  # redacted
-    Column("group_id", Integer, index=True),
+    Column("passage_text", Text),  # redacted: the sentence of the point that put it in the group
     Column("group_label", String(300)),
     Column("date", String(20)),
     Column("team", String(300)),
@@ -264,6 +266,12 @@ def ensure_schema(engine: Engine) -> int:
             # Versions so far add tables, which create_all has just made, and nullable columns.
             for table in (runs, complaints, learning_groups):
                 _add_missing_columns(conn, table)
+            if found.version < 6:
+                # The learning points' key gained group_id. The table is rewritten whole at each
+                # learning update, so it is made anew, and the next run regroups the reviews.
+                learning_points.drop(conn)
+                learning_points.create(conn)
+                conn.execute(delete(learning_updates))
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=now()))
         return SCHEMA_VERSION
 
