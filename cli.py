@@ -248,6 +248,9 @@ def learning(
 ):
     """Extract learning points from serious incident reviews and group the recurring ones.
 
+    The points file has one row per point and group (a point can teach more than one thing);
+    a point in no group has one row with group_id -1.
+
     Example: python cli.py learning --input ../shared/data/pfd_suicide_reports.csv --id-column id
     --text-column concerns --name-column investigation --output points.csv --groups groups.csv
     """

@@ -266,7 +266,8 @@ def passages(points: pd.DataFrame) -> pd.DataFrame:
             elif sentence:
                 kept.append(sentence)
         if len(kept) > 1 and len(kept[0]) < MIN_PASSAGE_CHARS:
-            kept[1] = f"{kept.pop(0)} {kept[0]}"
+            first = kept.pop(0)
+            kept[0] = f"{first} {kept[0]}"
         kept = kept or [texts[i]]
         rows += [i] * len(kept)
         numbers += range(1, len(kept) + 1)

@@ -25,6 +25,8 @@ from pipelines.learning import (
     extract_points,
     extract_review_points,
     fit_groups,
+    passages,
+    point_rows,
     load_seed_themes,
     read_review_document,
     run_learning,
@@ -410,3 +412,74 @@ def test_large_inputs_are_grouped_in_rounds_with_the_same_rules(pfd_points, pfd_
     best = (X @ grouping.centroids.T).max(axis=1)
     assert (best[assigned[later] == -1] < grouping.assign_threshold).all()
     assert 0 < (assigned == -1).sum() and (assigned == -1).mean() < 0.3
+
+def test_a_point_is_in_every_group_one_of_its_passages_is_in():
+    points = pd.DataFrame(
+        {"report_id": ["r1", "r2"], "position": [1, 1], "section": "", "date": "", "team": "", "marker": "",
+         "point_text": ["The duty rota left no cover at weekends. Nobody returned the family's calls. Ok.",
+                        "Firstly. The hoist had not been serviced for a year."]}
+    )  # fmt: skip
+    units = passages(points)
+    # The short "Ok." stays with the sentence before it; each passage knows its point.
+    assert units["point_text"].tolist() == [
+        "The duty rota left no cover at weekends.",
+        "Nobody returned the family's calls. Ok.",
+        "Firstly. The hoist had not been serviced for a year.",
+    ]
+    assert units["passage"].tolist() == [1, 2, 1] and units["point"].iloc[1] == points["point_text"].iloc[0]
+    basis = np.eye(384)
+    vectors = {k: basis[i] for i, k in enumerate(text_keys(units["point_text"].tolist()))}
+    grouping = Grouping({}, np.zeros(384), basis[:2], [7, 9], ["duty rota", "returning calls"], 0.5, 10,
+                        embeddings=vectors)  # fmt: skip
+    rows = point_rows(units, np.array([7, 9, -1]), grouping)
+    assert rows[["report_id", "group_id", "group_label"]].values.tolist() == [
+        ["r1", 7, "duty rota"],
+        ["r1", 9, "returning calls"],
+        ["r2", -1, ""],
+    ]
+    assert rows["point_text"].iloc[0] == rows["point_text"].iloc[1] == points["point_text"].iloc[0]
+    assert rows["passage_text"].tolist()[:2] == units["point_text"].tolist()[:2]
+    assert rows["recurring"].tolist() == [True, True, False]
+
+
+def test_an_outdated_saved_grouping_is_set_aside_and_its_ids_never_reused(tmp_path, public_data_dir):
+    from pipelines.learning import REPRESENTATION, group_reviews
+
+    reports = pd.read_csv(public_data_dir / "pfd_suicide_reports.csv", dtype=str, keep_default_na=False).head(40)
+    reports.to_csv(tmp_path / "reviews.csv", index=False)
+    folder = tmp_path / "grouping"
+    folder.mkdir()
+    (folder / "groups.json").write_text(json.dumps({"representation": "ppmi-word-vectors-1", "next_id": 500}))
+    points, groups, _ = group_reviews(tmp_path / "reviews.csv", folder, text_column="concerns")
+    assert (tmp_path / f"grouping.before-{REPRESENTATION}" / "groups.json").exists()
+    assert json.loads((folder / "groups.json").read_text())["representation"] == REPRESENTATION
+    grouped = points.loc[points["group_id"] >= 0, "group_id"]
+    assert len(grouped) and (grouped >= 500).all() and (groups["group_id"] >= 500).all()
+
+
+def test_a_version_5_store_gets_learning_points_keyed_by_group_and_regroups(tmp_path):
+    import sqlalchemy as sa
+
+    from pipelines import store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = store.connect(url)
+    with engine.begin() as conn:  # make it a version-5 store: one row per point, grouping done
+        conn.execute(sa.text("DROP TABLE learning_points"))
+        conn.execute(sa.text("CREATE TABLE learning_points (report_id VARCHAR(200), position INTEGER, "
+                             "section VARCHAR(300), point_text TEXT, group_id INTEGER, group_label VARCHAR(300), "
+                             "date VARCHAR(20), team VARCHAR(300), marker VARCHAR(20), run_id VARCHAR(40), "
+                             "PRIMARY KEY (report_id, position))"))  # fmt: skip
+        conn.execute(sa.text("INSERT INTO learning_updates (fingerprint, run_id, updated_at, points, groups) "
+                             "VALUES ('f0', 'run0', '2025-01-01', 1, 1)"))  # fmt: skip
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) VALUES (5, '2025-01-01')"))
+    engine.dispose()
+    engine = store.connect(url)
+    assert not store.learning_fingerprint_seen(engine, "f0")  # the next run regroups
+    two_groups = pd.DataFrame(
+        {"report_id": "r1", "position": [1, 1], "group_id": [3, 4], "point_text": "p", "passage_text": ["a", "b"],
+         "section": "", "group_label": ["x", "y"], "date": "", "team": "", "marker": ""}
+    )  # fmt: skip
+    store.write_learning(engine, "run1", "f1", two_groups, pd.DataFrame(columns=["group_id"]))
+    assert sorted(store.read_learning(engine)[0]["group_id"]) == [3, 4]
