@@ -873,11 +873,11 @@ def _environment() -> Environment:
 def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path, about: dict[str, str] | None = None) -> Path:
     """A working workbook: an About sheet first, then one sheet per table with numbers stored
     as numbers (suppressed counts as the text "<N"), bold frozen headers, filters and column
-    widths; formulas neutralised, so every cell is a value."""
+    widths; formulas neutralised, so every cell is a value. Written row by row (openpyxl's
+    write-only mode), so a long list (every overdue learning stage) does not fill memory."""
     from openpyxl import Workbook
 
-    book = Workbook()
-    book.remove(book.active)
+    book = Workbook(write_only=True)
     if about is not None:
         _write_sheet(book, "About", pd.DataFrame({"about": list(about), "": list(about.values())}), filters=False)
     for name, table in sheets.items():
@@ -902,22 +902,26 @@ def _cell_value(value):
 
 
 def _write_sheet(book, name: str, table: pd.DataFrame, filters: bool = True) -> None:
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
 
     sheet = book.create_sheet(name)
     text = neutralise_formulas(table.astype(object).where(table.notna(), None))
-    sheet.append([str(c) for c in text.columns])
+    for i, column in enumerate(text.columns, start=1):  # widths come before the rows in write-only mode
+        longest = max([len(str(column))] + [len(str(v)) for v in text.iloc[:1000, i - 1].tolist()])
+        sheet.column_dimensions[get_column_letter(i)].width = min(80, max(8, longest + 2))
+    sheet.freeze_panes = "A2"
+    if filters and len(text) and len(text.columns):
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(text.columns))}{len(text) + 1}"
+    header = []
+    for column in text.columns:
+        cell = WriteOnlyCell(sheet, value=str(column))
+        cell.font = Font(bold=True)
+        header.append(cell)
+    sheet.append(header)
     for row in text.itertuples(index=False):
         sheet.append([_cell_value(v) for v in row])
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    sheet.freeze_panes = "A2"
-    if filters and sheet.max_row > 1:
-        sheet.auto_filter.ref = sheet.dimensions
-    for i, column in enumerate(text.columns, start=1):
-        longest = max([len(str(column))] + [len(str(v)) for v in text.iloc[:, i - 1].tolist()[:1000]])
-        sheet.column_dimensions[get_column_letter(i)].width = min(80, max(8, longest + 2))
 
 
 def write_theme_report(report: ThemeReport, folder: Path) -> list[Path]:

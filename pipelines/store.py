@@ -675,17 +675,21 @@ def unsure_to_review(engine: Engine, limit: int | None = None) -> pd.DataFrame:
 
 def confident_sample(engine: Engine, rng, size: int) -> pd.DataFrame:
     """``size`` confident tags to review drawn at random (positions in id order, as
-    ``rng.choice`` picks them), streamed so only the drawn rows are kept."""
+    ``rng.choice`` picks them): the ids are streamed to draw from, then only the drawn rows read."""
     query = _to_review().where(taggings.c.needs_review.is_(False))
+    ids = query.with_only_columns(complaints.c.complaint_id).order_by(complaints.c.complaint_id)
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     wanted = np.sort(rng.choice(total, min(size, total), replace=False))
-    kept, seen = [], 0
-    for chunk in _stream(engine, query.order_by(complaints.c.complaint_id), 50_000):
-        here = wanted[(wanted >= seen) & (wanted < seen + len(chunk))] - seen
-        kept.append(chunk.iloc[here])
-        seen += len(chunk)
-    return pd.concat([*kept, pd.DataFrame(columns=current_columns())], ignore_index=True)
+    drawn, seen = [], 0
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(ids)
+        while rows := result.fetchmany(100_000):
+            here = wanted[(wanted >= seen) & (wanted < seen + len(rows))] - seen
+            drawn += [rows[i][0] for i in here]
+            seen += len(rows)
+    chosen = query.where(complaints.c.complaint_id.in_(drawn)).order_by(complaints.c.complaint_id)
+    return pd.concat([*_stream(engine, chosen, 50_000), pd.DataFrame(columns=current_columns())], ignore_index=True)
 
 
 def learning_fingerprint_seen(engine: Engine, fingerprint: str) -> bool:
@@ -756,23 +760,52 @@ DATE_COLUMNS = (
 
 
 def complaints_between(
-    engine: Engine, start: dt.date, end: dt.date, service: str | None = None, columns: list[str] | None = None
+    engine: Engine,
+    start: dt.date,
+    end: dt.date,
+    service: str | None = None,
+    columns: list[str] | None = None,
+    chunk_rows: int = 50_000,
 ) -> pd.DataFrame:
     """Complaints received from ``start`` to ``end`` (inclusive), with their current tagging;
     only ``columns`` when given, so a report reads the period's rows and the fields it needs,
-    not the store. Date columns are ``datetime.date`` or None (never NaT), whatever the rows hold."""
+    not the store. Date columns are ``datetime.date`` or None (never NaT), whatever the rows hold.
+
+    Read in chunks, each value that repeats (a date, a service, a theme) held once: a row
+    costs a pointer a field instead of a Python object, about a tenth of the memory."""
     query = _current_query().where(complaints.c.received_date >= start, complaints.c.received_date <= end)
     if columns is not None:
         query = query.with_only_columns(*[c for c in query.selected_columns if c.name in columns])
     if service:
         query = query.where(complaints.c.service == service)
-    with engine.connect() as conn:
-        result = conn.execute(query)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for column in DATE_COLUMNS:
-        if column in frame:
-            dates = pd.to_datetime(frame[column])
-            frame[column] = pd.Series(dates.dt.date, dtype=object).where(dates.notna(), None)
+    parts = [_shared_values(chunk) for chunk in _stream(engine, query, chunk_rows)]
+    if not parts:
+        return pd.DataFrame(columns=[c.name for c in query.selected_columns])
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _shared_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each column's repeated values pointing at one object (dates made
+    ``datetime.date`` or None); columns of mostly distinct values (ids) are left as they are."""
+    out = {}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object:
+            out[column] = values
+            continue
+        codes, uniques = pd.factorize(values)
+        if column not in DATE_COLUMNS and len(uniques) > len(values) // 2:
+            out[column] = values
+            continue
+        uniques = np.asarray(uniques, dtype=object)
+        if column in DATE_COLUMNS:
+            dates = pd.to_datetime(pd.Series(uniques, dtype=object))
+            uniques = np.asarray(pd.Series(dates.dt.date, dtype=object).where(dates.notna(), None), dtype=object)
+        out[column] = pd.Series(np.append(uniques, None)[codes], dtype=object, index=frame.index)
+    frame = pd.DataFrame(out, index=frame.index)
+    for column in DATE_COLUMNS:  # a date column of only nulls reads as float
+        if column in frame and frame[column].dtype != object:
+            frame[column] = pd.Series([None] * len(frame), dtype=object, index=frame.index)
     return frame
 
 
