@@ -250,3 +250,17 @@ def test_train_add_public_data_learns_a_small_council_file_on_top(tmp_path, stat
     out = model.predict(pd.DataFrame({"text": council["text"].head(6), "feedback_type": "complaint"}))
     assert set(out["theme"]) <= COMPLAINT_THEMES
     assert "macro-F1" in result.stdout
+
+
+def test_promotion_scoring_uses_the_stated_feedback_type(council_model, settings):
+    """The promotion gate scores its evaluation set as the nightly run does: praise that the
+    export says is a complaint is scored as a complaint."""
+    from pipelines.registry import evaluate_model
+    from pipelines.score import score_texts
+
+    model = str(council_model["model_dir"])
+    as_complaints = score_texts(model, PRAISE, ["complaint"] * len(PRAISE))["theme"]
+    assert set(as_complaints) <= COMPLAINT_THEMES
+    evaluation = pd.DataFrame({"text": PRAISE, "theme": as_complaints})
+    assert evaluate_model(model, evaluation.assign(feedback_type="complaint"), settings)["macro_f1"] == 1.0
+    assert evaluate_model(model, evaluation, settings)["macro_f1"] == 0.0  # read alone, they are compliments
