@@ -116,9 +116,13 @@ def ours(units: pd.DataFrame, labels: pd.DataFrame, cache: dict, seeds=None) -> 
         "passages": len(units),
         "points": int(len(units.drop_duplicates(["report_id", "position"]))),
         "rows_written": len(rows[0]),
-        "points_in_more_than_one_group": int((rows[0][rows[0]["group_id"] >= 0].groupby(["report_id", "position"]).size() > 1).sum()),
+        "points_in_more_than_one_group": int(
+            (rows[0][rows[0]["group_id"] >= 0].groupby(["report_id", "position"]).size() > 1).sum()
+        ),
         "not_yet_recurring_share_of_passages": float((assigned == -1).mean()),
-        "not_yet_recurring_share_of_points": float((rows[0]["group_id"] == -1).sum() / len(rows[0].drop_duplicates(["report_id", "position"]))),
+        "not_yet_recurring_share_of_points": float(
+            (rows[0]["group_id"] == -1).sum() / len(rows[0].drop_duplicates(["report_id", "position"]))
+        ),
         "join_threshold": grouping.assign_threshold,
         "labels_sample": grouping.labels[:25],
     }

@@ -1,6 +1,12 @@
-"""The figures a complaints manager watches, as pure functions of a frame of complaints (one row
-per complaint, as the report runner reads it from the store): acknowledgement within 3 working
-days, time to close, outcomes, learning actions, and the headline figures beside a year earlier.
+"""The figures a complaints manager watches, as pure functions of a frame of complaints:
+acknowledgement within 3 working days, time to close, outcomes, learning actions, and the
+headline figures beside a year earlier.
+
+A frame is either one row per complaint, as the report runner reads it from the store, or its
+*facts* (:func:`facts`, :func:`reduce_facts`): per combination of what the figures count (a
+service, a month, the working days to close, ...), how many complaints (``n``). Counting facts
+gives the same figures as counting rows, and their number does not grow with the rows', so a
+report over a million complaints is read in chunks and kept small.
 
 Nothing here reads a file or a database, so each figure can be checked by hand on a small frame.
 Counts stay numbers; suppression of small numbers is applied where they are shown.
@@ -50,6 +56,71 @@ WELL_FOUNDED = ("upheld", "partly upheld")
 LEARNING_COLUMNS = ["completed on time", "completed late", "overdue", "open"]
 
 
+# What :func:`facts` derives from a complaint's dates and fields, and the columns it keeps as they are.
+FACT_COLUMNS = ["ack_recorded", "ack_met", "closed", "close_days", "within_six", "has_deadline", "soon", "ombudsman"]
+FACT_KEYS = ["in_period", "month", "kind", "reported_theme", "service", "outcome", "learning_status", "queue"]
+
+
+def facts(rows: pd.DataFrame, today: dt.date | None = None) -> pd.DataFrame:
+    """``rows`` (one per complaint) with what the figures count added, and ``n`` = 1:
+    acknowledged (date recorded, within 3 working days), closed (working days from receipt,
+    within 6 months), learning stage started, due in the next 5 working days (given ``today``),
+    referred to the Ombudsman."""
+    received = pd.to_datetime(rows["received_date"]).reset_index(drop=True)
+    closed_at = pd.to_datetime(rows["closed_date"]).reset_index(drop=True)
+    closed = closed_at.notna().to_numpy()
+    days = np.full(len(rows), -1, dtype=np.int64)
+    days[closed] = working_days_between(received[closed], closed_at[closed]).astype(np.int64)
+    acknowledged = pd.to_datetime(rows["acknowledged_date"]).reset_index(drop=True)
+    deadline = pd.to_datetime(rows["learning_deadline"]).reset_index(drop=True)
+    soon = np.zeros(len(rows), dtype=bool)
+    if today is not None:
+        completed = pd.Series(rows["learning_completed_date"]).isna().to_numpy()
+        soon = (
+            completed
+            & (deadline >= pd.Timestamp(today)).to_numpy()
+            & (deadline < pd.Timestamp(due_soon_before(today))).to_numpy()
+        )
+    ombudsman = rows["ombudsman_referral"].fillna("").astype(str).str.strip().str.lower()
+    return rows.assign(
+        ack_recorded=acknowledged.notna().to_numpy(),
+        ack_met=(acknowledged <= pd.to_datetime(rows["acknowledgement_deadline"]).reset_index(drop=True)).to_numpy(),
+        closed=closed,
+        close_days=days,
+        within_six=(closed_at <= received + SIX_MONTHS).to_numpy(),
+        has_deadline=deadline.notna().to_numpy(),
+        soon=soon,
+        ombudsman=ombudsman.isin({"yes", "y", "true", "1"}).to_numpy(),
+        n=1,
+    )
+
+
+def reduce_facts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Facts with equal values merged, ``n`` summed: the key columns present and the facts."""
+    keys = [c for c in FACT_KEYS + FACT_COLUMNS if c in frame.columns]
+    if frame.empty:
+        return frame[keys + ["n"]].reset_index(drop=True)
+    return frame.groupby(keys, dropna=False, sort=False)["n"].sum().reset_index()
+
+
+def as_facts(frame: pd.DataFrame, today: dt.date | None = None) -> pd.DataFrame:
+    return frame if "n" in frame.columns else facts(frame, today)
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of ``values`` repeated ``weights`` times, interpolated linearly as
+    numpy's default (so the median of facts is the median of the complaints)."""
+    order = np.argsort(values, kind="stable")
+    values, cumulative = np.asarray(values, dtype=float)[order], np.cumsum(np.asarray(weights)[order])
+    if not len(values) or cumulative[-1] == 0:
+        return np.nan
+    position = q * (cumulative[-1] - 1)
+    below, above = np.floor(position), np.ceil(position)
+    low = values[np.searchsorted(cumulative, below, side="right")]
+    high = values[np.searchsorted(cumulative, above, side="right")]
+    return float(low + (high - low) * (position - below))
+
+
 def normalise_outcome(word) -> str:
     text = re.sub(r"[^a-z ]+", " ", str(word or "").lower().replace("-", " "))
     return " ".join(text.split())
@@ -62,18 +133,24 @@ def outcome_of(words: pd.Series) -> pd.Series:
     return mapped.where(normal == "", mapped.fillna("not recognised")).fillna("no outcome recorded")
 
 
-def unrecognised_outcomes(words: pd.Series) -> pd.DataFrame:
-    """The outcome words not in the table, with how many complaints use each (to add to the table)."""
+def unrecognised_outcomes(words: pd.Series, weights: pd.Series | None = None) -> pd.DataFrame:
+    """The outcome words not in the table, with how many complaints use each (to add to the
+    table); ``weights``: how many complaints each word stands for (facts), else one each."""
     given = words.fillna("").astype(str).str.strip()
-    unknown = given[(given != "") & (outcome_of(given) == "not recognised")]
-    counts = unknown.value_counts().rename("complaints").to_frame()
+    weights = pd.Series(1, index=words.index) if weights is None else weights
+    unknown = (given != "") & (outcome_of(given) == "not recognised")
+    counts = weights[unknown].groupby(given[unknown]).sum().sort_values(ascending=False, kind="stable")
+    counts = counts.rename("complaints").to_frame()
     counts.index.name = "outcome word in the export"
     return counts
 
 
 def counts_by(frame: pd.DataFrame, rows: str, columns: pd.Series, order: list[str]) -> pd.DataFrame:
-    """A whole-number cross-table of ``frame[rows]`` by ``columns``, with every column of ``order``."""
-    table = pd.crosstab(frame[rows], columns).reindex(columns=order, fill_value=0).astype(int)
+    """A whole-number cross-table of ``frame[rows]`` by ``columns`` (complaints: ``n`` each),
+    with every column of ``order``."""
+    weights = frame["n"] if "n" in frame.columns else pd.Series(1, index=frame.index)
+    table = pd.crosstab(frame[rows], columns, values=weights, aggfunc="sum")
+    table = table.reindex(columns=order).fillna(0).astype(int)
     table.columns.name = None
     return table
 
@@ -85,11 +162,9 @@ def outcomes(complaints: pd.DataFrame, by: str) -> pd.DataFrame:
 def acknowledgement(complaints: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per group: complaints received, how many have an acknowledgement date, how many of those
     were acknowledged within 3 working days (bank holidays excluded) and the share."""
-    recorded = complaints["acknowledged_date"].notna()
-    met = recorded & (
-        pd.to_datetime(complaints["acknowledged_date"]) <= pd.to_datetime(complaints["acknowledgement_deadline"])
-    )
-    grouped = pd.DataFrame({by: complaints[by], "received": 1, "recorded": recorded, "met": met}).groupby(by)
+    f = as_facts(complaints)
+    work = pd.DataFrame({by: f[by], "received": f["n"], "recorded": f["n"] * f["ack_recorded"]})
+    grouped = work.assign(met=f["n"] * (f["ack_recorded"] & f["ack_met"])).groupby(by)
     table = grouped[["received", "recorded", "met"]].sum().astype(int)
     table.columns = ["received", "date recorded", f"met ({ACKNOWLEDGEMENT_WORKING_DAYS} working days)"]
     table["% met"] = _percent(table.iloc[:, 2], table.iloc[:, 1])
@@ -100,36 +175,40 @@ def closure(complaints: pd.DataFrame, by: str, target_days: int) -> pd.DataFrame
     """Per group: complaints closed, median and 90th percentile working days from receipt to
     closure (linear interpolation, as numpy), and the shares closed within the council's
     target and within 6 months."""
-    closed = complaints[complaints["closed_date"].notna()]
-    days = working_days_between(closed["received_date"], closed["closed_date"])
-    received = pd.to_datetime(closed["received_date"]).reset_index(drop=True)
-    within_six = (pd.to_datetime(closed["closed_date"]).reset_index(drop=True) <= received + SIX_MONTHS).to_numpy()
-    work = pd.DataFrame({by: closed[by].to_numpy(), "days": days, "target": days <= target_days, "six": within_six})
-    grouped = work.groupby(by)
-    table = pd.DataFrame(
-        {
-            "closed": grouped.size().astype(int),
-            "median working days": grouped["days"].median(),
-            "90th percentile": grouped["days"].quantile(0.9),
-            f"% within {target_days} working days": _percent(grouped["target"].sum(), grouped.size()),
-            "% within 6 months": _percent(grouped["six"].sum(), grouped.size()),
+    f = as_facts(complaints)
+    closed = f[f["closed"]]
+    rows = {}
+    for key, group in closed.groupby(by):
+        days, n = group["close_days"].to_numpy(), group["n"].to_numpy()
+        total = int(n.sum())
+        rows[key] = {
+            "closed": total,
+            "median working days": weighted_quantile(days, n, 0.5),
+            "90th percentile": weighted_quantile(days, n, 0.9),
+            f"% within {target_days} working days": 100 * n[days <= target_days].sum() / total if total else np.nan,
+            "% within 6 months": 100 * n[group["within_six"].to_numpy()].sum() / total if total else np.nan,
         }
-    )
+    columns = [
+        "closed",
+        "median working days",
+        "90th percentile",
+        f"% within {target_days} working days",
+        "% within 6 months",
+    ]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    table.index.name = by
+    table["closed"] = table["closed"].astype(int)
     return table.round(1)
 
 
 def learning_actions(closed: pd.DataFrame, today: dt.date) -> pd.DataFrame:
     """Learning stages by service: completed on time, late, overdue, open (incl. due soon), and
     how many of the open ones fall due in the next 5 working days."""
-    status = closed["learning_status"].replace({"due soon": "open"})
-    table = counts_by(closed, "service", status, LEARNING_COLUMNS)
-    deadline = pd.to_datetime(closed["learning_deadline"])
-    soon = (
-        closed["learning_completed_date"].isna()
-        & (deadline >= pd.Timestamp(today))
-        & (deadline < pd.Timestamp(due_soon_before(today)))
-    )
-    table["due in next 5 working days"] = soon.groupby(closed["service"]).sum().reindex(table.index).astype(int)
+    f = as_facts(closed, today)
+    status = f["learning_status"].replace({"due soon": "open"})
+    table = counts_by(f, "service", status, LEARNING_COLUMNS)
+    soon = (f["n"] * f["soon"]).groupby(f["service"]).sum()
+    table["due in next 5 working days"] = soon.reindex(table.index).fillna(0).astype(int)
     return table
 
 
@@ -152,26 +231,27 @@ def overdue_learning(closed: pd.DataFrame, today: dt.date) -> pd.DataFrame:
 
 def headline(frame: pd.DataFrame, target_days: int) -> dict[str, float]:
     """The period's headline figures (counts and percentages) from its feedback."""
-    complaints = frame[frame["kind"] != "compliment"]
+    f = as_facts(frame)
+    complaints = f[f["kind"] != "compliment"]
+    n = complaints["n"]
     outcome = outcome_of(complaints["outcome"])
-    closed = complaints[complaints["closed_date"].notna()]
-    days = working_days_between(closed["received_date"], closed["closed_date"])
+    closed = complaints[complaints["closed"]]
+    days, weights = closed["close_days"].to_numpy(), closed["n"].to_numpy()
     ack = acknowledgement(complaints.assign(all="all"), "all")
-    ombudsman = complaints["ombudsman_referral"].fillna("").str.strip().str.lower().isin({"yes", "y", "true", "1"})
     decided = outcome.isin(["upheld", "partly upheld", "not upheld"])
     return {
-        "Complaints received": len(complaints),
-        "Compliments received": len(frame) - len(complaints),
+        "Complaints received": int(n.sum()),
+        "Compliments received": int(f["n"].sum() - n.sum()),
         "% acknowledged within 3 working days": float(ack["% met"].iloc[0]) if len(ack) else np.nan,
-        "Complaints closed": len(closed),
-        "Median working days to close": float(np.median(days)) if len(days) else np.nan,
+        "Complaints closed": int(weights.sum()),
+        "Median working days to close": weighted_quantile(days, weights, 0.5) if len(days) else np.nan,
         f"% closed within {target_days} working days": _percent(
-            pd.Series([(days <= target_days).sum()]), pd.Series([len(days)])
+            pd.Series([weights[days <= target_days].sum()]), pd.Series([weights.sum()])
         ).iloc[0],
         "% upheld or partly upheld (of those decided)": _percent(
-            pd.Series([outcome.isin(WELL_FOUNDED).sum()]), pd.Series([decided.sum()])
+            pd.Series([n[outcome.isin(WELL_FOUNDED)].sum()]), pd.Series([n[decided].sum()])
         ).iloc[0],
-        "Referred to the Ombudsman": int(ombudsman.sum()),
+        "Referred to the Ombudsman": int(n[complaints["ombudsman"]].sum()),
     }
 
 

@@ -353,8 +353,23 @@ class ThemeReport:
 
 
 @dataclass
+class Digest:
+    """What the theme report keeps of a window's complaints after one pass over them: the
+    facts (:func:`pipelines.figures.facts`, merged: they do not grow with the rows), and the
+    few rows it lists by case reference."""
+
+    facts: pd.DataFrame  # with in_period, month, kind, reported_theme, service, ..., n
+    oldest: pd.DataFrame  # the period's oldest unsure tags awaiting review
+    overdue: pd.DataFrame  # the period's overdue learning stages
+    chosen: pd.DataFrame  # the examples: the most confident complaints of each theme
+    files: set = field(default_factory=set)
+    versions: set = field(default_factory=set)
+
+
+@dataclass
 class ReportData:
-    """What the theme report is built from, read by :func:`load_report_data`."""
+    """What the theme report is built from, read by :func:`load_report_data`: its digests, or
+    frames of rows (as small tests give them) digested when the report is built."""
 
     frame: pd.DataFrame  # complaints received from the emerging-theme baseline to the period's end
     previous: pd.DataFrame  # the same period a year earlier
@@ -365,6 +380,59 @@ class ReportData:
     labels: dict[str, str] = field(default_factory=dict)  # theme id -> label
     quality: dict | None = None
     texts: pd.DataFrame | None = None  # complaint_id, text_redacted of the example complaints
+    now: Digest | None = None  # the digest of ``frame``, when read from the store in chunks
+    before: Digest | None = None  # the digest of ``previous``
+
+
+OLDEST_SHOWN = 20
+CHUNK_ROWS = 20_000  # rows read from the store at a time: each chunk's objects are the report's transient memory
+OVERDUE_COLUMNS = ["complaint_id", "service", "learning_deadline", "learning_status"]  # what the list shows
+# The overdue list names at most this many stages, the longest overdue (the section says how
+# many there are in all): a list the Customer Relations Team can work through, in bounded memory.
+OVERDUE_LISTED = 5_000
+
+
+def digest(chunks, labels: dict[str, str], start: dt.date | None, end: dt.date | None, today: dt.date) -> Digest:
+    """One pass over chunks of complaint rows (as the store gives them): their facts merged,
+    and the rows the report lists. ``start``/``end``: the period (None: every row is in it)."""
+    facts, oldest, overdue, chosen, files, versions = [], None, None, None, set(), set()
+    for rows in chunks:
+        rows = prepare(rows, labels)
+        received = pd.to_datetime(rows["received_date"])
+        in_period = np.ones(len(rows), dtype=bool)
+        if start is not None:
+            in_period = ((received >= pd.Timestamp(start)) & (received <= pd.Timestamp(end))).to_numpy()
+        unsure = rows["needs_review"].fillna(False).astype(bool) & (rows["human_theme"].fillna("") == "")
+        rows = rows.assign(in_period=in_period, queue=unsure.to_numpy())
+        facts.append(figures.reduce_facts(figures.facts(rows, today)))
+        period = rows[in_period]
+        late = period[period["learning_deadline"].notna() & (period["learning_status"] == "overdue")]
+        # The lists are merged chunk by chunk, so only their own length is ever held.
+        oldest = _oldest(pd.concat([oldest, period[period["queue"]]]))
+        overdue = _most_overdue(pd.concat([overdue, late[OVERDUE_COLUMNS]]))
+        chosen = example_ids(pd.concat([chosen, period[period["kind"] != "compliment"]]))
+        files |= {Path(str(f)).name for f in period["source_file"].dropna()}
+        versions |= {str(v) for v in period["model_version"].dropna()}
+        if len(facts) >= 2:  # merged as they come: what is held is the facts, not the chunks
+            facts = [figures.reduce_facts(pd.concat(facts, ignore_index=True))]
+    if not facts:
+        return digest([prepare_empty()], labels, start, end, today)
+    merged = figures.reduce_facts(pd.concat(facts, ignore_index=True))
+    return Digest(merged, oldest.reset_index(drop=True), overdue.reset_index(drop=True), chosen, files, versions)
+
+
+def _most_overdue(late: pd.DataFrame) -> pd.DataFrame:
+    """The OVERDUE_LISTED learning stages overdue longest (earliest deadline, then case reference)."""
+    return late.sort_values(["learning_deadline", "complaint_id"], kind="stable").head(OVERDUE_LISTED)
+
+
+def _oldest(queue: pd.DataFrame) -> pd.DataFrame:
+    return queue.sort_values("received_date", kind="stable").head(OLDEST_SHOWN)
+
+
+def prepare_empty() -> pd.DataFrame:
+    """No rows, with the columns a report reads."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in REPORT_COLUMNS})
 
 
 def _months(start: dt.date, end: dt.date) -> pd.PeriodIndex:
@@ -391,20 +459,21 @@ def prepare(frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     )
 
 
-def in_range(frame: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
-    return frame[(frame["received_date"] >= start) & (frame["received_date"] <= end)]
+def _count(facts: pd.DataFrame) -> int:
+    """How many complaints (or compliments) the facts stand for."""
+    return int(facts["n"].sum())
 
 
 def themes_section(period: pd.DataFrame, below: int) -> Section:
     complaints = period[period["kind"] != "compliment"]
-    by_theme = period.groupby(["kind", "reported_theme"]).size().rename("count")
+    by_theme = period.groupby(["kind", "reported_theme"])["n"].sum().rename("count")
     totals = by_theme.reset_index().pivot_table(index="reported_theme", columns="kind", values="count", fill_value=0)
     totals = totals.astype(int)
     totals.index.name, totals.columns.name = "theme", None
-    if len(period):
+    if _count(period):
         intro = (
-            f"{len(period)} pieces of feedback received in the period: {len(complaints)} complaints and "
-            f"{len(period) - len(complaints)} compliments. The theme is the analyst's where one was recorded, "
+            f"{_count(period)} pieces of feedback received in the period: {_count(complaints)} complaints and "
+            f"{_count(period) - _count(complaints)} compliments. The theme is the analyst's where one was recorded, "
             "otherwise the model's."
         )
     else:
@@ -423,17 +492,18 @@ def themes_section(period: pd.DataFrame, below: int) -> Section:
 
 def monthly_section(complaints: pd.DataFrame, start: dt.date, end: dt.date, below: int) -> Section:
     months = _months(start, end)
-    monthly = complaints.groupby(["month", "reported_theme"]).size().unstack(fill_value=0).reindex(months, fill_value=0)
+    monthly = complaints.groupby(["month", "reported_theme"])["n"].sum().unstack(fill_value=0)
+    monthly = monthly.reindex(months, fill_value=0)
     monthly = monthly.astype(int)
     monthly.index, monthly.columns.name = monthly.index.astype(str), None
     monthly.index.name = "month"
-    by_service = complaints.groupby(["service", "reported_theme"]).size().unstack(fill_value=0).astype(int)
+    by_service = complaints.groupby(["service", "reported_theme"])["n"].sum().unstack(fill_value=0).astype(int)
     by_service.index.name, by_service.columns.name = "service", None
     chart = line_chart(monthly, below, "Complaints received")
     intro = "Monthly counts of complaints by theme, and by service for the whole period."
     if chart is None:
         intro += " No chart: " + (
-            "no complaints in the period." if complaints.empty else f"every count is under {below}."
+            "no complaints in the period." if not _count(complaints) else f"every count is under {below}."
         )
     return Section(
         "Complaints by month and by service",
@@ -446,8 +516,8 @@ def monthly_section(complaints: pd.DataFrame, start: dt.date, end: dt.date, belo
 
 def emerging_section(all_complaints: pd.DataFrame, start: dt.date, end: dt.date, below: int) -> Section:
     history = (
-        all_complaints.groupby(["month", "reported_theme"])
-        .size()
+        all_complaints.groupby(["month", "reported_theme"])["n"]
+        .sum()
         .unstack(fill_value=0)
         .reindex(_months(history_start(start), end), fill_value=0)
     )
@@ -473,11 +543,10 @@ def emerging_section(all_complaints: pd.DataFrame, start: dt.date, end: dt.date,
     )
 
 
-def review_section(period: pd.DataFrame) -> Section:
-    queue = period[period["needs_review"].fillna(False).astype(bool) & (period["human_theme"].fillna("") == "")]
-    by_theme = queue.groupby("reported_theme").size().rename("needs review").to_frame()
+def review_section(period: pd.DataFrame, oldest: pd.DataFrame) -> Section:
+    queue = period[period["queue"]]
+    by_theme = queue.groupby("reported_theme")["n"].sum().rename("needs review").to_frame()
     by_theme.index.name = "theme"
-    oldest = queue.sort_values("received_date").head(20)
     oldest = pd.DataFrame(
         {
             "received": oldest["received_date"].astype(str).to_numpy(),
@@ -488,7 +557,7 @@ def review_section(period: pd.DataFrame) -> Section:
     )
     return Section(
         "Review queue",
-        f"{len(queue)} model tags in the period are not confident enough to stand without a person checking them.",
+        f"{_count(queue)} model tags in the period are not confident enough to stand without a person checking them.",
         tables=[Table("Review queue by theme", by_theme, True), Table("Oldest awaiting review", oldest)],
     )
 
@@ -510,15 +579,15 @@ def quality_section(quality: dict | None, labels: dict[str, str]) -> Section:
 
 def acknowledgement_section(complaints: pd.DataFrame, below: int) -> Section:
     title = "Acknowledgement within 3 working days"
-    recorded = int(complaints["acknowledged_date"].notna().sum())
+    recorded = int((complaints["n"] * complaints["ack_recorded"]).sum())
     by_month = figures.acknowledgement(complaints.assign(month=complaints["month"].astype(str)), "month")
     by_service = figures.acknowledgement(complaints, "service")
     counts = ("received", "date recorded", "met (3 working days)")
-    if complaints.empty:
+    if not _count(complaints):
         intro = "No complaints received in the period."
     elif not recorded:
         intro = (
-            f"None of the {len(complaints)} complaints received in the period has an acknowledgement date "
+            f"None of the {_count(complaints)} complaints received in the period has an acknowledgement date "
             "(export column acknowledged_date), so acknowledgement cannot be measured."
         )
     else:
@@ -535,20 +604,20 @@ def acknowledgement_section(complaints: pd.DataFrame, below: int) -> Section:
 
 
 def closure_section(complaints: pd.DataFrame, target: int, below: int) -> Section:
-    closed = complaints[complaints["closed_date"].notna()]
+    closed = complaints[complaints["closed"]]
     by_month = figures.closure(complaints.assign(month=complaints["month"].astype(str)), "month", target)
     by_service = figures.closure(complaints, "service", target)
-    if complaints.empty:
+    if not _count(complaints):
         intro = "No complaints received in the period."
-    elif closed.empty:
+    elif not _count(closed):
         intro = (
-            f"None of the {len(complaints)} complaints received in the period has been closed (no closed date), "
+            f"None of the {_count(complaints)} complaints received in the period has been closed (no closed date), "
             "so times to close cannot be given yet."
         )
     else:
         overall = figures.closure(closed.assign(all="all"), "all", target).iloc[0]
         intro = (
-            f"{len(closed)} of {len(complaints)} complaints received in the period are closed: median "
+            f"{_count(closed)} of {_count(complaints)} complaints received in the period are closed: median "
             f"{format_value(overall['median working days'])} working days from receipt to closure, 90th percentile "
             f"{format_value(overall['90th percentile'])}; {format_value(overall.iloc[3])}% within the council's target "
             f"of {target} working days and {format_value(overall['% within 6 months'])}% within 6 months (the "
@@ -566,7 +635,7 @@ def closure_section(complaints: pd.DataFrame, target: int, below: int) -> Sectio
 
 
 def outcomes_section(complaints: pd.DataFrame) -> Section:
-    unknown = figures.unrecognised_outcomes(complaints["outcome"])
+    unknown = figures.unrecognised_outcomes(complaints["outcome"], complaints["n"])
     by_theme = figures.outcomes(complaints, "reported_theme")
     by_theme.index.name = "theme"
     by_service = figures.outcomes(complaints, "service")
@@ -590,17 +659,18 @@ def outcomes_section(complaints: pd.DataFrame) -> Section:
 def comparison_section(period: pd.DataFrame, previous: pd.DataFrame, target: int) -> Section:
     table = figures.compare(figures.headline(period, target), figures.headline(previous, target))
     intro = "Each headline figure beside the same period a year earlier."
-    if previous.empty:
+    if not _count(previous):
         intro += " The store holds no feedback received a year earlier, so there is nothing to compare with yet."
     return Section("Against the same period a year earlier", intro, tables=[Table("Headline figures", table)])
 
 
-def learning_section(period: pd.DataFrame, today: dt.date, below: int) -> Section:
-    closed = period[period["learning_deadline"].notna()]
+def learning_section(period: pd.DataFrame, overdue: pd.DataFrame, today: dt.date, below: int) -> Section:
+    closed = period[period["has_deadline"]]
     by_service = figures.learning_actions(closed, today)
-    overdue = figures.overdue_learning(closed, today)
-    status = closed["learning_status"].replace({"due soon": "open"}).value_counts()
-    if closed.empty:
+    overdue = figures.overdue_learning(overdue, today)
+    status = closed.groupby(closed["learning_status"].replace({"due soon": "open"}))["n"].sum()
+    status = status[status > 0].sort_values(ascending=False, kind="stable")
+    if not _count(closed):
         intro = "No complaint received in the period has been closed, so no learning stage has started."
     else:
         intro = (
@@ -610,6 +680,8 @@ def learning_section(period: pd.DataFrame, today: dt.date, below: int) -> Sectio
             f"{int(status.get('open', 0))} open ({int(by_service['due in next 5 working days'].sum())} due in the "
             "next 5 working days). The overdue list is for the Customer Relations Team to chase."
         )
+        if int(status.get("overdue", 0)) > len(overdue):
+            intro += f" It names the {len(overdue)} overdue longest."
     chart = (
         bar_chart(status.reindex(figures.LEARNING_COLUMNS, fill_value=0), below, "Complaints") if len(status) else None
     )
@@ -624,14 +696,14 @@ def learning_section(period: pd.DataFrame, today: dt.date, below: int) -> Sectio
 
 def statutory_section(complaints: pd.DataFrame, below: int) -> Section:
     outcome = figures.outcome_of(complaints["outcome"])
-    ombudsman = complaints["ombudsman_referral"].fillna("").str.strip().str.lower().isin({"yes", "y", "true", "1"})
+    n = complaints["n"]
     statutory = pd.DataFrame(
         {
             "count": [
-                len(complaints),
-                int(outcome.isin(figures.WELL_FOUNDED).sum()),
-                int(ombudsman.sum()),
-                int(complaints["learning_status"].isin(["completed on time", "completed late"]).sum()),
+                _count(complaints),
+                int(n[outcome.isin(figures.WELL_FOUNDED)].sum()),
+                int(n[complaints["ombudsman"]].sum()),
+                int(n[complaints["learning_status"].isin(["completed on time", "completed late"])].sum()),
             ]
         },
         index=pd.Index(
@@ -644,7 +716,7 @@ def statutory_section(complaints: pd.DataFrame, below: int) -> Section:
             name="figure",
         ),
     )
-    subject = complaints.groupby("reported_theme").size().rename("count").to_frame()
+    subject = complaints.groupby("reported_theme")["n"].sum().rename("count").to_frame()
     subject.index.name = "subject matter (theme)"
     return Section(
         "Annual report figures (Local Authority Social Services and NHS Complaints Regulations 2009)",
@@ -656,7 +728,8 @@ def statutory_section(complaints: pd.DataFrame, below: int) -> Section:
 def example_ids(complaints: pd.DataFrame, per_theme: int = 3) -> pd.DataFrame:
     """The most confident complaints of each theme: the examples the report shows."""
     ranked = complaints.sort_values(["theme_confidence", "complaint_id"], ascending=[False, True])
-    return ranked.groupby("reported_theme").head(per_theme)[["complaint_id", "reported_theme", "evidence"]]
+    columns = ["complaint_id", "reported_theme", "evidence", "theme_confidence"]
+    return ranked.groupby("reported_theme").head(per_theme)[columns]
 
 
 def examples(chosen: pd.DataFrame, texts: pd.DataFrame | None) -> dict[str, list[list[tuple[str, bool]]]]:
@@ -673,22 +746,23 @@ def examples(chosen: pd.DataFrame, texts: pd.DataFrame | None) -> dict[str, list
 
 
 def build_theme_report(data: ReportData, settings: Settings) -> ThemeReport:
-    """The theme report from frames alone (no store, no MLflow): see :func:`load_report_data`."""
+    """The theme report from its digests alone (no store, no MLflow): see :func:`load_report_data`."""
     below, target = settings.suppress_below, settings.response_target_working_days
-    frame = prepare(data.frame, data.labels)
-    period = in_range(frame, data.start, data.end)
+    now = data.now or digest([data.frame], data.labels, data.start, data.end, data.today)
+    before = data.before or digest([data.previous], data.labels, None, None, data.today)
+    history = now.facts
+    period = history[history["in_period"]]
     complaints = period[period["kind"] != "compliment"]
-    previous = prepare(data.previous, data.labels)
     sections = [
         themes_section(period, below),
-        comparison_section(period, previous, target),
+        comparison_section(period, before.facts, target),
         monthly_section(complaints, data.start, data.end, below),
-        emerging_section(frame[frame["kind"] != "compliment"], data.start, data.end, below),
+        emerging_section(history[history["kind"] != "compliment"], data.start, data.end, below),
         acknowledgement_section(complaints, below),
         closure_section(complaints, target, below),
         outcomes_section(complaints),
-        learning_section(period, data.today, below),
-        review_section(period),
+        learning_section(period, now.overdue, data.today, below),
+        review_section(period, now.oldest),
         quality_section(data.quality, data.labels),
         statutory_section(complaints, below),
     ]
@@ -698,15 +772,14 @@ def build_theme_report(data: ReportData, settings: Settings) -> ThemeReport:
         generated=f"{dt.datetime.now():%d %B %Y %H:%M}",
         suppress_below=below,
         sections=sections,
-        examples=examples(example_ids(complaints), data.texts),
-        about=about(data, period, below),
+        examples=examples(now.chosen, data.texts),
+        about=about(data, now, below),
     )
 
 
-def about(data: ReportData, period: pd.DataFrame, below: int) -> dict[str, str]:
+def about(data: ReportData, now: Digest, below: int) -> dict[str, str]:
     """The workbook's About sheet: period, source, suppression rule, model."""
-    files = sorted({Path(str(f)).name for f in period["source_file"].dropna()})
-    versions = sorted({str(v) for v in period["model_version"].dropna()})
+    files, versions = sorted(now.files), sorted(now.versions)
     return {
         "Report": "Complaints and compliments: theme report" + (f" for {data.service}" if data.service else ""),
         "Period": f"{data.start.isoformat()} to {data.end.isoformat()} (complaints by date received)",
@@ -741,17 +814,20 @@ def load_report_data(
     engine, settings: Settings, start: dt.date, end: dt.date, service: str | None, today: dt.date
 ) -> ReportData:
     """Read what the theme report needs: the period's rows (and its baseline and a year earlier),
-    only the columns it uses, the champion's quality, the taxonomy labels, the examples' text."""
-    frame = store.complaints_between(engine, history_start(start), end, service, REPORT_COLUMNS)
-    year = pd.DateOffset(years=1)
-    previous = store.complaints_between(
-        engine, (pd.Timestamp(start) - year).date(), (pd.Timestamp(end) - year).date(), service, REPORT_COLUMNS
-    )
+    only the columns it uses, in chunks digested as they come (memory follows the facts, not
+    the rows); the champion's quality, the taxonomy labels, the examples' text."""
     labels = theme_labels(settings)
-    data = ReportData(frame, previous, start, end, today, service, labels, champion_quality(settings))
-    period = prepare(in_range(frame, start, end), labels)
-    chosen = example_ids(period[period["kind"] != "compliment"])
-    data.texts = store.read_complaints(engine, chosen["complaint_id"].tolist(), ["complaint_id", "text_redacted"])
+    rows = store.iter_complaints_between(engine, history_start(start), end, service, REPORT_COLUMNS, CHUNK_ROWS)
+    now = digest(rows, labels, start, end, today)
+    year = pd.DateOffset(years=1)
+    a_year_earlier = (pd.Timestamp(start) - year).date(), (pd.Timestamp(end) - year).date()
+    earlier = store.iter_complaints_between(engine, *a_year_earlier, service, REPORT_COLUMNS, CHUNK_ROWS)
+    before = digest(earlier, labels, None, None, today)
+    empty = prepare_empty()
+    data = ReportData(
+        empty, empty, start, end, today, service, labels, champion_quality(settings), now=now, before=before
+    )
+    data.texts = store.read_complaints(engine, now.chosen["complaint_id"].tolist(), ["complaint_id", "text_redacted"])
     return data
 
 
@@ -815,17 +891,15 @@ def build_bulletin(engine, settings: Settings, today: dt.date | None = None, end
     }
     previous = store.last_bulletin(engine)
     start = history_start(end)
-    frame = store.complaints_between(
-        engine, start, end, None, ["received_date", "human_theme", "analyst_theme", "theme", "feedback_type"]
-    )
-    frame = frame[frame["feedback_type"].fillna("") != "compliment"]
-    history = (
-        frame.assign(theme=reporting_theme(frame), month=pd.to_datetime(frame["received_date"]).dt.to_period("M"))
-        .groupby(["month", "theme"])
-        .size()
-        .unstack(fill_value=0)
-        .reindex(_months(start, end), fill_value=0)
-    )
+    columns = ["received_date", "human_theme", "analyst_theme", "theme", "feedback_type"]
+    counts_by_month = []  # complaints by month and theme, chunk by chunk: memory does not follow the rows
+    for frame in store.iter_complaints_between(engine, start, end, None, columns, CHUNK_ROWS):
+        frame = frame[frame["feedback_type"].fillna("") != "compliment"]
+        month = pd.to_datetime(frame["received_date"]).dt.to_period("M")
+        counts_by_month.append(frame.groupby([month.rename("month"), reporting_theme(frame).rename("theme")]).size())
+    counted = pd.concat(counts_by_month) if counts_by_month else pd.Series(dtype=int)
+    history = counted.groupby(level=[0, 1]).sum().unstack(fill_value=0) if len(counted) else pd.DataFrame()
+    history = history.reindex(_months(start, end), fill_value=0)
     themes = emerging_themes(history, min_count=settings.suppress_below)
     labels = theme_labels(settings)
     themes["theme"] = themes["theme"].map(lambda t: label_of(t, labels))

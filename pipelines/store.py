@@ -759,29 +759,28 @@ DATE_COLUMNS = (
 )
 
 
-def complaints_between(
+def _between_query(start: dt.date, end: dt.date, service: str | None, columns: list[str] | None):
+    query = _current_query().where(complaints.c.received_date >= start, complaints.c.received_date <= end)
+    if columns is not None:
+        query = query.with_only_columns(*[c for c in query.selected_columns if c.name in columns])
+    return query.where(complaints.c.service == service) if service else query
+
+
+def iter_complaints_between(
     engine: Engine,
     start: dt.date,
     end: dt.date,
     service: str | None = None,
     columns: list[str] | None = None,
     chunk_rows: int = 50_000,
-) -> pd.DataFrame:
-    """Complaints received from ``start`` to ``end`` (inclusive), with their current tagging;
-    only ``columns`` when given, so a report reads the period's rows and the fields it needs,
-    not the store. Date columns are ``datetime.date`` or None (never NaT), whatever the rows hold.
-
-    Read in chunks, each value that repeats (a date, a service, a theme) held once: a row
-    costs a pointer a field instead of a Python object, about a tenth of the memory."""
-    query = _current_query().where(complaints.c.received_date >= start, complaints.c.received_date <= end)
-    if columns is not None:
-        query = query.with_only_columns(*[c for c in query.selected_columns if c.name in columns])
-    if service:
-        query = query.where(complaints.c.service == service)
-    parts = [_shared_values(chunk) for chunk in _stream(engine, query, chunk_rows)]
-    if not parts:
-        return pd.DataFrame(columns=[c.name for c in query.selected_columns])
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+):
+    """Complaints received from ``start`` to ``end`` (inclusive), with their current tagging,
+    in chunks; only ``columns`` when given, so a reader gets the period's rows and the fields it
+    needs, not the store. Date columns are ``datetime.date`` or None (never NaT), whatever the
+    rows hold; each value that repeats (a date, a service, a theme) is held once, so a row
+    costs a pointer a field instead of a Python object."""
+    for chunk in _stream(engine, _between_query(start, end, service, columns), chunk_rows):
+        yield _shared_values(chunk)
 
 
 def _shared_values(frame: pd.DataFrame) -> pd.DataFrame:

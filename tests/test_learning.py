@@ -25,9 +25,9 @@ from pipelines.learning import (
     extract_points,
     extract_review_points,
     fit_groups,
+    load_seed_themes,
     passages,
     point_rows,
-    load_seed_themes,
     read_review_document,
     run_learning,
     text_keys,
@@ -412,6 +412,7 @@ def test_large_inputs_are_grouped_in_rounds_with_the_same_rules(pfd_points, pfd_
     best = (X @ grouping.centroids.T).max(axis=1)
     assert (best[assigned[later] == -1] < grouping.assign_threshold).all()
     assert 0 < (assigned == -1).sum() and (assigned == -1).mean() < 0.3
+
 
 def test_a_point_is_in_every_group_one_of_its_passages_is_in():
     points = pd.DataFrame(

@@ -618,8 +618,10 @@ def test_the_report_reads_the_periods_rows_and_columns_not_the_store(tmp_path, s
         None,
         dt.date(2026, 1, 5),
     )
-    assert sorted(data.frame["complaint_id"]) == ["C-1", "C-2"] and data.previous.empty
-    assert "text_redacted" not in data.frame.columns and "themes" not in data.frame.columns
+    period = data.now.facts[data.now.facts["in_period"]]
+    assert period["n"].sum() == 2 and data.before.facts["n"].sum() == 0  # 2020 is outside every window
+    assert sorted(data.now.chosen["complaint_id"]) == ["C-1", "C-2"]  # the examples, read by id
+    assert "text_redacted" not in data.now.facts.columns and "complaint_id" not in data.now.facts.columns
     reads = [s for s in statements if "FROM complaints" in s]
     assert reads and all("received_date >=" in s or "complaint_id IN" in s for s in reads), reads
     assert all("text_redacted" not in s.split("FROM")[0] for s in reads if "received_date >=" in s)
@@ -638,3 +640,53 @@ def test_the_model_quality_says_what_it_was_measured_on():
     )
     assert own.startswith("measured on your own labelled complaints (store-labelled.csv)") and "n = 240" in own
     assert "held-out data" not in fft + own
+
+
+def test_the_report_from_chunked_facts_equals_the_report_from_rows(settings):
+    """Read in chunks and merged into facts, a report has the same tables as from the rows."""
+    from pipelines.reports import digest
+
+    rows = _complaints(
+        [
+            {"received_date": f"2025-0{1 + i % 6}-{10 + i % 9}", "service": ["North", "South", None][i % 3],
+             "closed_date": None if i % 4 == 0 else f"2025-0{2 + i % 6}-0{1 + i % 8}",
+             "acknowledged_date": None if i % 5 == 0 else f"2025-0{1 + i % 6}-{12 + i % 9}",
+             "outcome": ["upheld", "Partially upheld", "", "Resolved locally"][i % 4],
+             "theme": ["communication", "quality_of_service", "process_not_followed"][i % 3],
+             "feedback_type_given": "compliment" if i % 7 == 0 else "complaint",
+             "needs_review": i % 2 == 0, "theme_confidence": 0.3 + (i % 10) / 20,
+             "ombudsman_referral": "yes" if i % 6 == 0 else "no"}
+            for i in range(60)
+        ]
+    )  # fmt: skip
+    start, end, today = dt.date(2025, 1, 1), dt.date(2025, 12, 31), dt.date(2025, 6, 2)
+    whole = build_theme_report(ReportData(rows, rows.iloc[:0], start, end, today), settings)
+    chunks = [rows.iloc[i : i + 7] for i in range(0, len(rows), 7)]
+    now = digest(chunks, {}, start, end, today)
+    assert len(now.facts) < len(rows) and now.facts["n"].sum() == len(rows)
+    data = ReportData(
+        rows.iloc[:0], rows.iloc[:0], start, end, today, now=now, before=digest([], {}, None, None, today)
+    )
+    chunked = build_theme_report(data, settings)
+    for a, b in zip(whole.sections, chunked.sections):
+        assert a.intro == b.intro
+        for x, y in zip(a.tables, b.tables):
+            pd.testing.assert_frame_equal(x.frame, y.frame, check_dtype=False)
+
+
+def test_the_overdue_list_names_the_longest_overdue_when_there_are_more(settings, monkeypatch):
+    import pipelines.reports as reports
+
+    monkeypatch.setattr(reports, "OVERDUE_LISTED", 1)
+    rows = _complaints(
+        [
+            {"received_date": "2025-03-03", "closed_date": "2025-03-31"},  # learning due 30 April
+            {"received_date": "2025-03-03", "closed_date": "2025-03-10"},  # due earlier: overdue longer
+        ]
+    )
+    start, end, today = dt.date(2025, 1, 1), dt.date(2025, 12, 31), dt.date(2025, 6, 2)
+    report = build_theme_report(ReportData(rows, rows.iloc[:0], start, end, today), settings)
+    section = next(s for s in report.sections if s.title == "Learning actions")
+    assert "2 overdue" in section.intro and "It names the 1 overdue longest." in section.intro
+    listed = next(t.frame for t in section.tables if t.caption == "Overdue learning stages")
+    assert listed.index.tolist() == ["C-1"]
