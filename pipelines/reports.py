@@ -411,8 +411,8 @@ def digest(chunks, labels: dict[str, str], start: dt.date | None, end: dt.date |
         oldest = _oldest(pd.concat([oldest, period[period["queue"]]]))
         overdue = _most_overdue(pd.concat([overdue, late[OVERDUE_COLUMNS]]))
         chosen = example_ids(pd.concat([chosen, period[period["kind"] != "compliment"]]))
-        files |= {Path(str(f)).name for f in period["source_file"].dropna()}
-        versions |= {str(v) for v in period["model_version"].dropna()}
+        files |= {Path(str(f)).name for f in period["source_file"].dropna().unique()}
+        versions |= {str(v) for v in period["model_version"].dropna().unique()}
         if len(facts) >= 2:  # merged as they come: what is held is the facts, not the chunks
             facts = [figures.reduce_facts(pd.concat(facts, ignore_index=True))]
     if not facts:
