@@ -8,12 +8,15 @@ public labelled text can train a council model.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+
+log = logging.getLogger(__name__)
 
 
 class TaxonomyError(ValueError):
@@ -243,6 +246,16 @@ class Crosswalk:
             groups = frame[self.group_column].astype(str).str.strip()
             listed = pd.MultiIndex.from_arrays([codes, polarity]).isin(list(self.code_targets))
             target = np.where(listed, target, _lookup(self.group_targets, groups, polarity))
+        decided = pd.MultiIndex.from_arrays([codes, polarity]).isin(list(self.code_targets))
+        if self.group_column:
+            decided |= pd.MultiIndex.from_arrays([groups, polarity]).isin(list(self.group_targets))
+        undecided = codes[~decided & polarity.notna().to_numpy()]
+        if len(undecided):  # framework codes, not personal data: safe to name
+            log.warning(
+                "crosswalk has no decision for some codes; their rows are dropped",
+                extra={"fields": {"crosswalk": self.framework, "rows": len(undecided),
+                                  "codes": sorted(set(undecided))[:20]}},
+            )  # fmt: skip
         out = frame.assign(**{label_column: target})
         out = out[out[label_column].notna()].copy()
         out[label_column] = out[label_column].map(taxonomy.roll_up())

@@ -53,9 +53,8 @@ def test_duplicate_theme_names_are_rejected(tmp_path):
 def test_crosswalk_decides_every_fft_theme_and_lists_only_real_codes(fft):
     crosswalk = Crosswalk.from_file(CROSSWALK)
     crosswalk.check_against(Taxonomy.from_file(TAXONOMY))
-    # Every framework theme in the data has a decision for both polarities, with a reason...
-    for theme in set(fft["label"]):
-        assert {(theme, "complaint"), (theme, "compliment")} <= set(crosswalk.group_targets), theme
+    # The file holds our decisions, not the dataset's theme labels: every code is decided itself.
+    assert not crosswalk.group_targets and not set(fft["label"]) & set(crosswalk.reasons)
     # ...and every exception names a code the data has.
     # Every one of the framework's codes is decided on its own, for both polarities, with a reason.
     decided = {code for code, _ in crosswalk.code_targets}
@@ -108,3 +107,17 @@ def test_taxonomy_examples_are_read_per_theme_and_sub_theme_and_checked(tmp_path
     bad.write_text("feedback_types:\n  complaint:\n    themes:\n      delays: Late\nexamples:\n  rudeness: [Rude]\n")
     with pytest.raises(TaxonomyError, match="examples given for 'rudeness', which is not a theme or sub-theme"):
         Taxonomy.from_file(bad)
+
+
+def test_a_code_the_crosswalk_does_not_decide_is_dropped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "walk.yaml"
+    path.write_text(
+        "source_column: code\npolarity: {column: score}\n"
+        "codes:\n  - {code: sa, complaint: staff_conduct, compliment: staff_behaviour, reason: staff}\n"
+    )
+    rows = pd.DataFrame({"code": ["sa", "qq", "qq"], "score": [-1, -1, 0]})
+    with caplog.at_level("WARNING", logger="pipelines.taxonomy"):
+        mapped = Crosswalk.from_file(path).apply(rows, Taxonomy.from_file(TAXONOMY))
+    assert mapped["code"].tolist() == ["sa"]
+    warned = [r for r in caplog.records if "no decision" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].fields == {"crosswalk": "walk", "rows": 1, "codes": ["qq"]}
