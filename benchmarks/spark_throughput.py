@@ -31,7 +31,7 @@ from theme_speed import run_cli_measured, tree_rss  # noqa: E402, F401
 from pipelines.config import PROJECT_ROOT  # noqa: E402
 from pipelines.datasets import fetch_fft_phase1  # noqa: E402
 from pipelines.themes import make_pipeline  # noqa: E402
-from pipelines.train import save_model_dir  # noqa: E402
+from pipelines.tracking import save_model_dir  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "spark_throughput.json"
 CORES = 2

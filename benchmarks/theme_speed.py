@@ -36,7 +36,7 @@ from sklearn.svm import SVC
 from pipelines.config import PROJECT_ROOT
 from pipelines.datasets import fetch_fft_phase1
 from pipelines.themes import make_pipeline, tag
-from pipelines.train import save_model_dir
+from pipelines.tracking import save_model_dir
 
 RESULTS = Path(__file__).parent / "results" / "theme_speed.json"
 

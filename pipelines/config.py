@@ -185,20 +185,6 @@ def load_settings(config: Path | None = None) -> Settings:
     return Settings(**{**values, **from_env})
 
 
-def configure_mlflow(settings: Settings) -> str:
-    """Point MLflow at the project's store and return the experiment id (created if new)."""
-    import mlflow
-
-    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
-
-
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line, so cron mail and log shippers can parse every event.
 

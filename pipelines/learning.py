@@ -1052,31 +1052,21 @@ def log_grouping(grouping_dir: Path, summary: LearningSummary, settings) -> str:
     """Record the grouping as an MLflow run: counts as metrics, the encoder's name, revision and
     hashes as parameters, the saved state (group names, point hashes) as an artifact. Never
     point text, nor the embeddings (they are derived from it)."""
-    import mlflow
+    from pipelines import tracking
 
-    from pipelines.config import configure_mlflow
-
-    experiment_id = configure_mlflow(settings)
-    with mlflow.start_run(experiment_id=experiment_id, run_name="learning-groups") as run:
-        mlflow.set_tag("kind", "learning-groups")
-        mlflow.log_metrics(
-            {
-                "points": summary.points,
-                "groups": summary.groups,
-                "recurring_groups": summary.recurring_groups,
-                "ungrouped": summary.ungrouped,
-                "problems": len(summary.problems),
-            }
-        )
-        state = json.loads((grouping_dir / "groups.json").read_text())
-        encoder = state.get("encoder", {})
-        mlflow.log_params(
-            {
-                "encoder": encoder.get("name", ""),
-                "encoder_revision": encoder.get("revision", ""),
-                **{f"encoder_sha256_{k}": v for k, v in encoder.get("sha256", {}).items()},
-                "representation": state.get("representation", ""),
-            }
-        )
-        mlflow.log_artifact(str(grouping_dir / "groups.json"), artifact_path="grouping")
-    return run.info.run_id
+    state = json.loads((grouping_dir / "groups.json").read_text())
+    encoder = state.get("encoder", {})
+    metrics = {
+        "points": summary.points,
+        "groups": summary.groups,
+        "recurring_groups": summary.recurring_groups,
+        "ungrouped": summary.ungrouped,
+        "problems": len(summary.problems),
+    }
+    params = {
+        "encoder": encoder.get("name", ""),
+        "encoder_revision": encoder.get("revision", ""),
+        **{f"encoder_sha256_{k}": v for k, v in encoder.get("sha256", {}).items()},
+        "representation": state.get("representation", ""),
+    }
+    return tracking.log_grouping(settings, metrics, params, grouping_dir / "groups.json")

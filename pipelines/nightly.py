@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipelines import store
-from pipelines.config import Settings, configure_mlflow, get_settings
+from pipelines import store, tracking
+from pipelines.config import Settings, get_settings
 from pipelines.datasets import FFT_CROSSWALK, DatasetError, dataset_path, sample_complaints_path, sha256_of
 from pipelines.deadlines import acknowledgement_deadline, due_soon_before, learning_stage
-from pipelines.score import resolve_model, scored_in_order, split_unknown_types
+from pipelines.score import scored_in_order, split_unknown_types
 from pipelines.tables import ROW, RowChecks, SqlTable, TableWriter, iter_chunks
 from pipelines.taxonomy import Taxonomy
 from pipelines.text import as_text, normalise, redact
@@ -67,19 +67,6 @@ class NightlySummary:
         if self.report_error:
             return EXIT_FAILURE
         return EXIT_QUARANTINED if self.counts.get("quarantined") else EXIT_OK
-
-
-def champion(settings: Settings) -> tuple[str, str] | None:
-    """(``models:/NAME@champion``, its version) when the registry has a champion, else None."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    configure_mlflow(settings)
-    try:
-        version = MlflowClient().get_model_version_by_alias(settings.model_name, "champion")
-    except MlflowException:
-        return None
-    return f"models:/{settings.model_name}@champion", str(version.version)
 
 
 def train_default_model(settings: Settings, engine=None) -> None:
@@ -275,13 +262,13 @@ def run_nightly(
     counts = dict.fromkeys(["rows_read", "new", "changed", "updated", "scored", "quarantined", "unchanged"], 0)
     summary = None
     try:
-        found = champion(settings)
+        found = tracking.champion(settings)
         trained = found is None
         if trained:
             train_default_model(settings, engine)
-            found = champion(settings)
+            found = tracking.champion(settings)
         model_uri, model_version = found
-        model_path = resolve_model(model_uri, settings)
+        model_path = tracking.resolve_model(model_uri, settings)
         sources, fingerprints, skipped = sources_to_read(settings, engine)
         store.start_run(engine, run_id, model_uri, model_version, fingerprints)
         if skipped:

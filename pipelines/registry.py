@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from pipelines import store
-from pipelines.config import Settings, configure_mlflow
+from pipelines import store, tracking
+from pipelines.config import Settings
 from pipelines.tables import clean_text_cells
 from pipelines.text import normalise
 
@@ -66,11 +66,11 @@ def load_evaluation_set(path: Path) -> pd.DataFrame:
 
 def evaluate_model(model_uri: str, evaluation: pd.DataFrame, settings: Settings) -> dict:
     """Macro-F1 and per-theme F1 of a registered model on the evaluation set."""
-    from pipelines.score import resolve_model, score_texts
+    from pipelines.score import score_texts
 
     # An evaluation set that says each row's feedback type is scored with it, as the nightly run does.
     given = evaluation["feedback_type"].tolist() if "feedback_type" in evaluation.columns else None
-    predicted = score_texts(resolve_model(model_uri, settings), evaluation["text"].tolist(), given)["theme"]
+    predicted = score_texts(tracking.resolve_model(model_uri, settings), evaluation["text"].tolist(), given)["theme"]
     themes = sorted(set(evaluation["theme"]))
     per_theme = f1_score(evaluation["theme"], predicted, labels=themes, average=None, zero_division=0)
     return {
@@ -126,9 +126,6 @@ def promote(
 ) -> Decision:
     """Compare ``models:/NAME/VERSION`` with the champion on the evaluation set; give it the
     ``champion`` alias if it passes the gate, ``challenger`` otherwise; record the decision."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     from pipelines.tables import InputError
 
     parts = candidate_uri.removeprefix("models:/").split("/")
@@ -140,30 +137,22 @@ def promote(
         raise InputError(f"evaluation set not found: {evaluation_file} (make one with: python cli.py evaluation-set)")
     evaluation = load_evaluation_set(Path(evaluation_file))
     eval_version = evaluation_version(Path(evaluation_file))
-    configure_mlflow(settings)
-    client = MlflowClient()
-    try:
-        client.get_model_version(name, version)
-    except MlflowException:
-        raise InputError(f"model version {candidate_uri} not found in {settings.tracking_uri}") from None
-    try:
-        current = str(client.get_model_version_by_alias(name, "champion").version)
-    except MlflowException:
-        current = None
+    if not tracking.version_exists(settings, name, version):
+        raise InputError(f"model version {candidate_uri} not found in {settings.tracking_uri}")
+    current = tracking.alias_version(settings, name)
     cand = evaluate_model(candidate_uri, evaluation, settings)
     if current == version:  # the first registered model is made champion when it is trained
         return Decision(name, version, "champion", "already the champion", cand, None, current)
     champ = evaluate_model(f"models:/{name}/{current}", evaluation, settings) if current else None
     passed, reason = gate(cand, champ, tolerance, margin)
-    alias = "champion" if passed else "challenger"
-    client.set_registered_model_alias(name, alias, version)
-    for key, value in {
+    alias = tracking.CHAMPION if passed else tracking.CHALLENGER
+    tags = {
         "promotion.decision": alias,
         "promotion.reason": reason[:4000],
         "promotion.evaluation_set": eval_version,
         "promotion.macro_f1": f"{cand['macro_f1']:.4f}",
-    }.items():
-        client.set_model_version_tag(name, version, key, value)
+    }
+    tracking.set_alias(settings, name, alias, version, tags)
     decision = Decision(name, version, alias, reason, cand, champ, current)
     store.record_alias_decision(
         store.connect(settings.store),
@@ -255,11 +244,29 @@ def model_card(name: str, version: str, info: dict, run_id: str, params: dict) -
 
 def write_model_card(name: str, version: str, info: dict, run_id: str, params: dict, settings: Settings) -> Path:
     """The card as Markdown under ``models/`` and as an artifact of the model's MLflow run."""
-    from mlflow import MlflowClient
-
     text = model_card(name, version, info, run_id, params)
     path = settings.models_path / f"{name}-v{version}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    MlflowClient().log_text(run_id, text, "model_card.md")
+    tracking.log_text(run_id, text, "model_card.md")
     return path
+
+
+def ensure_champion(name: str, version: str, settings: Settings, evaluation: dict) -> None:
+    """The first registered version becomes the champion, and that decision goes into the alias
+    history like any promotion; later versions wait for :func:`promote`."""
+    if tracking.alias_version(settings, name) is not None:
+        return
+    tracking.set_alias(settings, name, tracking.CHAMPION, version)
+    metrics = {"macro_f1": evaluation.get("macro_f1"), "n": evaluation.get("n_evaluated")}
+    store.record_alias_decision(
+        store.connect(settings.store),
+        model_name=name,
+        version=version,
+        alias=tracking.CHAMPION,
+        previous_champion=None,
+        decided_by=getpass.getuser(),
+        evaluation_set=evaluation.get("method", ""),
+        metrics=json.dumps({"candidate": metrics, "champion": None}),
+        reason="first model: no champion yet",
+    )

@@ -24,7 +24,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from scipy.stats import binomtest
 
-from pipelines import figures, store
+from pipelines import figures, store, tracking
 from pipelines.config import Settings
 from pipelines.deadlines import LEARNING_STAGE_WORKING_DAYS
 from pipelines.tables import neutralise_formulas
@@ -148,23 +148,13 @@ def highlight(text: str, evidence: str) -> list[tuple[str, bool]]:
 def champion_quality(settings: Settings) -> dict | None:
     """Macro-F1 and per-theme F1 of the current champion, from its training run's evaluation,
     and what that evaluation was measured on."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.config import configure_mlflow
-
-    configure_mlflow(settings)
-    try:
-        client = MlflowClient()
-        version = client.get_model_version_by_alias(settings.model_name, "champion")
-        metrics = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/evaluation/metrics.json")
-        params = client.get_run(version.run_id).data.params
-    except (MlflowException, OSError) as err:
-        log.warning("model quality not available", extra={"fields": {"error": type(err).__name__}})
+    record = tracking.champion_record(settings)
+    if record is None:
+        log.warning("model quality not available", extra={"fields": {"model": settings.model_name}})
         return None
+    metrics, params = record["evaluation"], record["params"]
     return {
-        "model": f"{settings.model_name} version {version.version}",
+        "model": f"{settings.model_name} version {record['version']}",
         "macro_f1": metrics.get("macro_f1"),
         "measured_on": measured_on(params, metrics.get("n_evaluated")),
         "per_theme": pd.DataFrame(

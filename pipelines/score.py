@@ -22,15 +22,22 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from pipelines import tracking
 from pipelines.config import Settings, get_settings
 from pipelines.tables import READER_COLUMNS, ROW, InputError, RowChecks, TableWriter, iter_chunks
 from pipelines.text import redact
-from pipelines.themes import FEEDBACK_TYPE_INPUT, OUTPUT_COLUMNS, known_types, normalise_types, unknown_types
+from pipelines.themes import (
+    FEEDBACK_TYPE_INPUT,
+    OUTPUT_COLUMNS,
+    OUTPUT_SCHEMA,
+    known_types,
+    normalise_types,
+    unknown_types,
+)
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ["_file", ROW, "_lines", "_column", "_reason"]  # then the input columns, then "_raw"
-_LOADED: dict[str, object] = {}  # model path -> loaded pyfunc model, one per worker process
 
 
 @dataclass
@@ -48,30 +55,6 @@ class ScoreSummary:
         return 3 if self.rows_quarantined else 0
 
 
-def resolve_model(model_uri: str, settings: Settings) -> str:
-    """A local directory holding the MLflow model (downloaded once from the registry if needed)."""
-    if Path(model_uri).is_dir():
-        return str(Path(model_uri).resolve())
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.config import configure_mlflow
-
-    configure_mlflow(settings)
-    try:
-        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-    except MlflowException as err:
-        raise InputError(f"model {model_uri!r} not found in {settings.tracking_uri}: {err}") from None
-
-
-def load_model(model_path: str):
-    if model_path not in _LOADED:
-        import mlflow.pyfunc
-
-        _LOADED[model_path] = mlflow.pyfunc.load_model(model_path)
-    return _LOADED[model_path]
-
-
 def score_texts(model_path: str, texts: list[str], given_types: list[str] | None = None) -> pd.DataFrame:
     """The model's output columns for ``texts``; runs in a worker process.
 
@@ -81,12 +64,12 @@ def score_texts(model_path: str, texts: list[str], given_types: list[str] | None
     frame = pd.DataFrame({"text": texts})
     if given_types is not None:
         frame[FEEDBACK_TYPE_INPUT] = pd.Series(list(given_types), dtype=object).fillna("").astype(str).to_numpy()
-    return load_model(model_path).predict(frame)
+    return tracking.load_model(model_path).predict(frame)
 
 
 def model_feedback_types(model_path: str) -> dict[str, str]:
     """Theme -> feedback type, as the model at ``model_path`` was trained (empty without a taxonomy)."""
-    return load_model(model_path).unwrap_python_model().info.get("feedback_types") or {}
+    return tracking.load_model(model_path).unwrap_python_model().info.get("feedback_types") or {}
 
 
 def split_unknown_types(
@@ -138,7 +121,7 @@ def score_file(
     required = [text_column] + ([id_column] if id_column else []) + ([type_column] if type_column else [])
     chunks = iter_chunks(input_path, settings.chunk_rows, required)
     first = next(chunks, None)  # raises InputError early for a missing or empty file or column
-    model_path = resolve_model(model_uri, settings)
+    model_path = tracking.resolve_model(model_uri, settings)
     types = _types_to_check(model_uri, model_path, type_column)
     checks = RowChecks(str(input_path), text_column, id_column, settings.max_text_chars)
     writer, quarantine = TableWriter(output_path), TableWriter(quarantine_path, private=True)
@@ -231,7 +214,9 @@ def scored_in_order(
         return
     workers = n_jobs - 1
     context = multiprocessing.get_context("spawn")  # no fork: MLflow and tqdm hold threads
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=load_model, initargs=(model_path,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=tracking.load_model, initargs=(model_path,)
+    ) as pool:
         pending: deque = deque()
         for chunk in chunks:
             queued = sum(isinstance(out, Future) and not out.done() for _, out in pending)
@@ -279,10 +264,7 @@ def _chain(first, rest):
 
 # -- Spark ---------------------------------------------------------------------------------
 # The same MLflow model, run by Spark through mlflow.pyfunc.spark_udf: no second implementation.
-SPARK_RESULT_TYPE = (
-    "theme string, theme_confidence double, themes string, needs_review boolean, evidence string, "
-    "feedback_type string, theme_probabilities string"
-)
+SPARK_RESULT_TYPE = ", ".join(f"{name} {kind}" for name, kind in OUTPUT_SCHEMA)
 
 
 def _pyspark():
@@ -327,13 +309,9 @@ def score_spark(df, model_uri: str, text_column: str, settings: Settings | None 
 
     Example (in a Databricks notebook): ``score_spark(spark.table("complaints"), "models:/complaint-themes@champion", "text")``
     """
-    import mlflow.pyfunc
-
     _, _, F = _pyspark()
     settings = settings or get_settings()
-    udf = mlflow.pyfunc.spark_udf(
-        df.sparkSession, resolve_model(model_uri, settings), result_type=SPARK_RESULT_TYPE, env_manager="local"
-    )
+    udf = tracking.spark_udf(df.sparkSession, tracking.resolve_model(model_uri, settings), SPARK_RESULT_TYPE)
     renamed = df
     for column in df.columns:
         if column in OUTPUT_COLUMNS:
@@ -453,7 +431,7 @@ def score_file_spark(
         if missing:
             raise InputError(f"{input_path}: column {missing[0]!r} not found; columns are: {', '.join(df.columns)}")
         df = df.select(*[df[c].cast("string").alias(c) if c != ROW else df[c] for c in df.columns])
-        model_path = resolve_model(model_uri, settings)
+        model_path = tracking.resolve_model(model_uri, settings)
         types = (type_column, _types_to_check(model_uri, model_path, type_column)) if type_column else None
         good, bad = spark_row_checks(df, text_column, id_column, settings.max_text_chars, str(input_path), types)
         if malformed is not None:

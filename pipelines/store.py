@@ -43,6 +43,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from pipelines.themes import OUTPUT_COLUMNS
+
 SCHEMA_VERSION = 6  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases;
 # 5: runs.updated (detail-only updates), complaints.acknowledged_date, learning_groups.representative_point;
 # 6: learning_points one row per point and group (a point can teach more than one thing), passage_text
@@ -487,7 +489,8 @@ def refresh_learning_status(engine: Engine, today: dt.date, due_soon_before: dt.
 
 
 COMPLAINT_FIELDS = [c.name for c in complaints.columns]
-TAGGING_FIELDS = ["theme", "theme_confidence", "themes", "needs_review", "evidence", "feedback_type"]
+# Every model output but the per-theme probabilities, which reports never read.
+TAGGING_FIELDS = [c for c in OUTPUT_COLUMNS if c != "theme_probabilities"]
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:

@@ -48,15 +48,18 @@ from spacy.lang.en.stop_words import STOP_WORDS
 
 from pipelines.text import Redactor, as_text
 
-OUTPUT_COLUMNS = [
-    "theme",
-    "theme_confidence",
-    "themes",
-    "needs_review",
-    "evidence",
-    "feedback_type",
-    "theme_probabilities",
+# The model's output, defined once as (column, type): the MLflow signature, the Spark UDF's
+# result type and the store's tagging fields derive from it.
+OUTPUT_SCHEMA = [
+    ("theme", "string"),
+    ("theme_confidence", "double"),
+    ("themes", "string"),
+    ("needs_review", "boolean"),
+    ("evidence", "string"),
+    ("feedback_type", "string"),
+    ("theme_probabilities", "string"),
 ]
+OUTPUT_COLUMNS = [name for name, _ in OUTPUT_SCHEMA]
 LABEL_SEPARATOR = ";"
 
 

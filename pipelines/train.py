@@ -6,10 +6,8 @@ k-fold cross-validation); the logged model is then refit on all labelled rows.
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,38 +25,18 @@ from sklearn.metrics import (
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from pipelines.config import PROJECT_ROOT, Settings, configure_mlflow, get_settings
+from pipelines import tracking
+from pipelines.config import PROJECT_ROOT, Settings, get_settings
 from pipelines.datasets import FFT_CROSSWALK, FFT_FILE, dataset_path, sha256_of
 from pipelines.tables import InputError, read_table
 from pipelines.taxonomy import Crosswalk, Taxonomy
 from pipelines.themes import (
-    FEEDBACK_TYPE_INPUT,
-    INFO_ARTIFACT,
     LABEL_SEPARATOR,
-    OUTPUT_COLUMNS,
-    PIPELINE_ARTIFACT,
     make_pipeline,
-    save_pipeline,
     tag,
 )
 
 log = logging.getLogger(__name__)
-
-# Made up, so that no real complaint text is ever stored as the model's input example.
-INPUT_EXAMPLE = pd.DataFrame(
-    {"text": ["Nobody called me back about my mother's care package, and the carer was late again."]}
-)
-PIP_REQUIREMENTS = [
-    "scikit-learn>=1.9",
-    "numpy>=2.4",
-    "scipy>=1.17",
-    "pandas>=3.1",
-    "spacy>=3.8",
-    "skops>=0.16",
-    "pyyaml>=6.0",
-    "pydantic-settings>=2.10",
-    "mlflow>=3.17",
-]
 
 
 @dataclass
@@ -385,27 +363,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def model_signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    outputs = Schema(
-        [
-            ColSpec("string", "theme"),
-            ColSpec("double", "theme_confidence"),
-            ColSpec("string", "themes"),
-            ColSpec("boolean", "needs_review"),
-            ColSpec("string", "evidence"),
-            ColSpec("string", "feedback_type"),
-            ColSpec("string", "theme_probabilities"),
-        ]
-    )
-    assert [c.name for c in outputs.inputs] == OUTPUT_COLUMNS
-    # feedback_type is optional: what the export says the row is (complaint, compliment, ...).
-    inputs = Schema([ColSpec("string", "text"), ColSpec("string", FEEDBACK_TYPE_INPUT, required=False)])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
 def train(
     input_path: str | Path,
     text_column: str,
@@ -428,24 +385,68 @@ def train(
     Example: ``train("fft.csv", "feedback", "code", crosswalk_path="data/crosswalks/nhs_fft_phase1.yaml")``
     Example: ``train("our_complaints.csv", "text", "theme", add_public_data=True)``
     """
-    import mlflow
-
     settings = settings or get_settings()
     if add_public_data and not (taxonomy_path or crosswalk_path):
         taxonomy_path = settings.taxonomy_path  # council labels are the taxonomy's themes
     data = load_labelled(
-        input_path,
-        text_column,
-        label_column,
-        multi_label,
-        taxonomy_path,
-        crosswalk_path,
-        sub_label_column,
+        input_path, text_column, label_column, multi_label, taxonomy_path, crosswalk_path, sub_label_column
     )
     data = with_training_sources(data, settings, add_public_data, taxonomy_path)
-    evaluation_set = None
+    evaluation_set = ""
     if settings.evaluation_file and Path(settings.evaluation_file).is_file():
         data, evaluation_set = _without_evaluation_set(data, Path(settings.evaluation_file))
+    fitted = fit_and_evaluate(data, settings, holdout, cv)
+    source = {
+        "input_file": Path(input_path).name,
+        "text_column": text_column,
+        "label_column": label_column,
+        "crosswalk": Path(crosswalk_path).name if crosswalk_path else "",
+        "evaluation_set": evaluation_set,
+    }
+    logged = tracking.log_theme_model(
+        settings, run_record(fitted, data, source, add_public_data), fitted.pipeline, fitted.info, register
+    )
+    if model_dir:
+        tracking.save_model_dir(fitted.pipeline, fitted.info, Path(model_dir))
+    if register:
+        from pipelines.registry import ensure_champion, write_model_card
+
+        ensure_champion(register, logged.version, settings, fitted.info["evaluation"])
+        card = write_model_card(register, logged.version, fitted.info, logged.run_id, source, settings)
+        log.info("model card written", extra={"fields": {"file": str(card)}})
+    log.info(
+        "trained",
+        extra={"fields": {"run_id": logged.run_id, "macro_f1": round(fitted.metrics["macro_f1"], 4),
+                          "seconds": round(fitted.seconds, 1)}},
+    )  # fmt: skip
+    return TrainResult(
+        logged.run_id,
+        logged.model_uri,
+        {**fitted.metrics, "train_seconds": fitted.seconds},
+        logged.version,
+        Path(model_dir) if model_dir else None,
+        fitted.info["sub_themes_learned"],
+        data.sub_label_source,
+    )
+
+
+@dataclass
+class Fitted:
+    """A trained pipeline, its honest metrics, the description saved with it, and the
+    out-of-sample predictions the metrics came from."""
+
+    pipeline: object
+    metrics: dict
+    info: dict
+    evaluation: dict
+    seconds: float
+
+
+METRIC_KEYS = ("macro_f1", "micro_f1", "per_theme", "review_rate", "precision_not_reviewed", "n_evaluated")
+
+
+def fit_and_evaluate(data: LabelledData, settings: Settings, holdout: float = 0.2, cv: int | None = None) -> Fitted:
+    """Evaluate on held-out input rows (or k folds), then fit on every row: no I/O, no tracking."""
     pipeline = make_pipeline(
         multi_label=data.multi_label,
         target_precision=settings.target_precision,
@@ -454,13 +455,7 @@ def train(
     )
     log.info(
         "training",
-        extra={
-            "fields": {
-                "rows": len(data.texts),
-                "themes": int(data.labels.nunique()),
-                "dropped": data.dropped,
-            }
-        },
+        extra={"fields": {"rows": len(data.texts), "themes": int(data.labels.nunique()), "dropped": data.dropped}},
     )
     started = time.monotonic()
     evaluation = evaluate(
@@ -477,28 +472,22 @@ def train(
     )
     pipeline.fit(data.texts, data.labels, **_fit_params(data.sub_labels, weights=data.weights))
     seconds = time.monotonic() - started
-    classifier = pipeline.named_steps["classifier"]
-    metrics = {
-        k: evaluation[k]
-        for k in (
-            "macro_f1",
-            "micro_f1",
-            "per_theme",
-            "review_rate",
-            "precision_not_reviewed",
-            "n_evaluated",
-        )
-    }
-    info = {
+    metrics = {k: evaluation[k] for k in METRIC_KEYS}
+    method = f"{cv}-fold cross-validation" if cv else f"stratified {holdout:.0%} hold-out"
+    info = model_info(pipeline.named_steps["classifier"], data, settings, {"method": method, **metrics})
+    return Fitted(pipeline, metrics, info, evaluation, seconds)
+
+
+def model_info(classifier, data: LabelledData, settings: Settings, evaluation: dict) -> dict:
+    """What is saved with the model (``model_info.json``): its themes, taxonomy, threshold,
+    training sources and evaluation."""
+    taxonomy = data.taxonomy
+    return {
         "classes": [str(c) for c in classifier.classes_],
         "multi_label": data.multi_label,
         "feedback_types": data.feedback_types,
-        "taxonomy": {
-            "name": data.taxonomy.name,
-            "version": data.taxonomy.version,
-            "sha256": data.taxonomy.source_sha256,
-        }
-        if data.taxonomy
+        "taxonomy": {"name": taxonomy.name, "version": taxonomy.version, "sha256": taxonomy.source_sha256}
+        if taxonomy
         else None,
         "review_threshold": classifier.review_threshold_,
         "target_precision": settings.target_precision,
@@ -507,117 +496,48 @@ def train(
         "training_rows": int(len(data.texts)),
         "training_sources": _sources(data),
         "training_sha256": data.source_sha256,
-        "evaluation": {
-            "method": f"{cv}-fold cross-validation" if cv else f"stratified {holdout:.0%} hold-out",
-            **metrics,
-        },
+        "evaluation": evaluation,
     }
-    experiment_id = configure_mlflow(settings)
-    with (
-        mlflow.start_run(experiment_id=experiment_id) as run,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        mlflow.set_tags(
-            {
-                "mlflow.source.git.commit": git_commit(),
-                "input_sha256": data.source_sha256,
-                "kind": "theme-classifier",
-                "evaluation_set": evaluation_set or "",
-            }
-        )
-        mlflow.log_params(
-            {
-                "input_file": Path(input_path).name,
-                "text_column": text_column,
-                "label_column": label_column,
-                "multi_label": data.multi_label,
-                "crosswalk": Path(crosswalk_path).name if crosswalk_path else "",
-                "taxonomy": data.taxonomy.name if data.taxonomy else "",
-                "sub_labels_from": data.sub_label_source,
-                "sub_themes_learned": len(info["sub_themes_learned"]),
-                "rows": len(data.texts),
-                **{f"rows.{_metric_key(k)}": v["rows"] for k, v in info["training_sources"].items()},
-                "add_public_data": add_public_data,
-                "evaluation": info["evaluation"]["method"],
-                **{f"classifier.{k}": v for k, v in classifier.get_params().items()},
-                **{f"dropped.{_metric_key(k)}": v for k, v in data.dropped.items()},
-            }
-        )
-        mlflow.log_metrics(
-            {
-                "macro_f1": metrics["macro_f1"],
-                "micro_f1": metrics["micro_f1"],
-                "review_rate": metrics["review_rate"],
-                "precision_not_reviewed": metrics["precision_not_reviewed"],
-                "review_threshold": classifier.review_threshold_,
-                "train_seconds": seconds,
-                **{f"f1.{_metric_key(c)}": m["f1"] for c, m in metrics["per_theme"].items()},
-                **{f"precision.{_metric_key(c)}": m["precision"] for c, m in metrics["per_theme"].items()},
-                **{f"recall.{_metric_key(c)}": m["recall"] for c, m in metrics["per_theme"].items()},
-            }
-        )
-        mlflow.log_dict(metrics, "evaluation/metrics.json")
-        if not data.multi_label:
-            mlflow.log_figure(
-                confusion_figure(evaluation["predictions"], evaluation["classes"]),
-                "evaluation/confusion_matrix.png",
-            )
-        mlflow.log_figure(
-            calibration_figure(evaluation["predictions"], data.multi_label),
-            "evaluation/calibration.png",
-        )
-        artifacts = _write_artifacts(pipeline, info, Path(tmp))
-        model_info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PROJECT_ROOT / "pipelines" / "pyfunc_entry.py"),
-            artifacts=artifacts,
-            signature=model_signature(),
-            input_example=INPUT_EXAMPLE,
-            pip_requirements=PIP_REQUIREMENTS,
-            code_paths=[str(PROJECT_ROOT / "pipelines")],
-            registered_model_name=register,
-        )
-        if model_dir:
-            save_model_dir(pipeline, info, Path(model_dir))
-    version = None
-    if register:
-        from pipelines.registry import write_model_card
 
-        version = str(model_info.registered_model_version)
-        _ensure_champion(register, version, settings, info["evaluation"])
-        card = write_model_card(
-            register,
-            version,
-            info,
-            run.info.run_id,
-            {
-                "input_file": Path(input_path).name,
-                "text_column": text_column,
-                "label_column": label_column,
-                "crosswalk": Path(crosswalk_path).name if crosswalk_path else "",
-                "evaluation_set": evaluation_set or "",
-            },
-            settings,
+
+def run_record(fitted: Fitted, data: LabelledData, source: dict, add_public_data: bool) -> tracking.ThemeRun:
+    """The training run's tags, parameters, metrics and figures, as MLflow records them."""
+    classifier = fitted.pipeline.named_steps["classifier"]
+    metrics, info = fitted.metrics, fitted.info
+    per_theme = metrics["per_theme"]
+    figures = {"evaluation/calibration.png": calibration_figure(fitted.evaluation["predictions"], data.multi_label)}
+    if not data.multi_label:
+        figures["evaluation/confusion_matrix.png"] = confusion_figure(
+            fitted.evaluation["predictions"], fitted.evaluation["classes"]
         )
-        log.info("model card written", extra={"fields": {"file": str(card)}})
-    log.info(
-        "trained",
-        extra={
-            "fields": {
-                "run_id": run.info.run_id,
-                "macro_f1": round(metrics["macro_f1"], 4),
-                "seconds": round(seconds, 1),
-            }
+    return tracking.ThemeRun(
+        tags={
+            "mlflow.source.git.commit": git_commit(),
+            "input_sha256": data.source_sha256,
+            "kind": "theme-classifier",
+            "evaluation_set": source["evaluation_set"],
         },
-    )
-    return TrainResult(
-        run.info.run_id,
-        model_info.model_uri,
-        {**metrics, "train_seconds": seconds},
-        version,
-        Path(model_dir) if model_dir else None,
-        info["sub_themes_learned"],
-        data.sub_label_source,
+        params={
+            **{k: source[k] for k in ("input_file", "text_column", "label_column", "crosswalk")},
+            "multi_label": data.multi_label,
+            "taxonomy": data.taxonomy.name if data.taxonomy else "",
+            "sub_labels_from": data.sub_label_source,
+            "sub_themes_learned": len(info["sub_themes_learned"]),
+            "rows": len(data.texts),
+            **{f"rows.{_metric_key(k)}": v["rows"] for k, v in info["training_sources"].items()},
+            "add_public_data": add_public_data,
+            "evaluation": info["evaluation"]["method"],
+            **{f"classifier.{k}": v for k, v in classifier.get_params().items()},
+            **{f"dropped.{_metric_key(k)}": v for k, v in data.dropped.items()},
+        },
+        metrics={
+            **{k: metrics[k] for k in ("macro_f1", "micro_f1", "review_rate", "precision_not_reviewed")},
+            "review_threshold": classifier.review_threshold_,
+            "train_seconds": fitted.seconds,
+            **{f"{m}.{_metric_key(c)}": v[m] for m in ("f1", "precision", "recall") for c, v in per_theme.items()},
+        },
+        evaluation=metrics,
+        figures=figures,
     )
 
 
@@ -662,66 +582,6 @@ def _without_evaluation_set(data: LabelledData, path: Path) -> tuple[LabelledDat
 
 def _metric_key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in name)
-
-
-def _write_artifacts(pipeline, info: dict, folder: Path) -> dict[str, str]:
-    save_pipeline(pipeline, folder / PIPELINE_ARTIFACT)
-    (folder / INFO_ARTIFACT).write_text(json.dumps(info, indent=2, default=str))
-    return {
-        "pipeline": str(folder / PIPELINE_ARTIFACT),
-        "info": str(folder / INFO_ARTIFACT),
-    }
-
-
-def save_model_dir(pipeline, info: dict, path: Path) -> Path:
-    """Write the MLflow model folder (loadable with ``mlflow.pyfunc.load_model(path)``)."""
-    import shutil
-
-    import mlflow.pyfunc
-
-    if path.exists():
-        shutil.rmtree(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        mlflow.pyfunc.save_model(
-            path=str(path),
-            python_model=str(PROJECT_ROOT / "pipelines" / "pyfunc_entry.py"),
-            artifacts=_write_artifacts(pipeline, info, Path(tmp)),
-            signature=model_signature(),
-            input_example=INPUT_EXAMPLE,
-            pip_requirements=PIP_REQUIREMENTS,
-            code_paths=[str(PROJECT_ROOT / "pipelines")],
-        )
-    return path
-
-
-def _ensure_champion(name: str, version: str, settings: Settings, evaluation: dict) -> None:
-    """The first registered version becomes the champion, and that decision goes into the alias
-    history like any promotion; later versions wait for ``promote``."""
-    import getpass
-
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from pipelines import store
-
-    client = MlflowClient()
-    try:
-        client.get_model_version_by_alias(name, "champion")
-        return
-    except MlflowException:
-        client.set_registered_model_alias(name, "champion", version)
-    metrics = {"macro_f1": evaluation.get("macro_f1"), "n": evaluation.get("n_evaluated")}
-    store.record_alias_decision(
-        store.connect(settings.store),
-        model_name=name,
-        version=version,
-        alias="champion",
-        previous_champion=None,
-        decided_by=getpass.getuser(),
-        evaluation_set=evaluation.get("method", ""),
-        metrics=json.dumps({"candidate": metrics, "champion": None}),
-        reason="first model: no champion yet",
-    )
 
 
 def _labelled_rows(chunk: pd.DataFrame) -> pd.DataFrame:

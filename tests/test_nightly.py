@@ -396,7 +396,7 @@ def test_a_new_champion_re_tags_from_the_store_unless_configured_for_new_only(ni
 
     from mlflow import MlflowClient
 
-    from pipelines.config import configure_mlflow
+    from pipelines.tracking import configure as configure_mlflow
 
     # A copy of the shared MLflow store, so the shared champion is left alone.
     state = tmp_path / "state"

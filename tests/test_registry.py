@@ -9,8 +9,9 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from pipelines import store
-from pipelines.config import Settings, configure_mlflow
+from pipelines.config import Settings
 from pipelines.registry import gate
+from pipelines.tracking import configure as configure_mlflow
 from tests.conftest import CROSSWALK, run_cli
 
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.config import configure_mlflow
 from pipelines.datasets import sha256_of
 from pipelines.score import score_file
 from pipelines.tables import clean_text_cells, neutralise_formulas
+from pipelines.tracking import configure as configure_mlflow
 from tests.conftest import run_cli
 
 OUTPUT = ["theme", "theme_confidence", "themes", "needs_review", "evidence"]
