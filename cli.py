@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.config import configure_logging, get_settings
+from pipelines.config import configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUARANTINED = 0, 1, 2, 3
 
@@ -26,11 +26,20 @@ def _main(
     ] = False,
 ):
     configure_logging(quiet)
-    get_settings.cache_clear()
     _STATE["quiet"] = quiet
 
 
 _STATE = {"quiet": False}
+# Every command takes --config; settings are loaded once, here, and passed to the package.
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file; LFF_* environment variables override it.")
+]
+
+
+def _settings(config: Path | None):
+    from pipelines.config import load_settings
+
+    return _guarded(lambda: load_settings(config))
 
 
 def _fail(message: str, code: int) -> None:
@@ -93,6 +102,7 @@ def train(
             "taxonomy's examples), the council's rows weighted so they take over as they grow (setting council_weight)."
         ),
     ] = False,
+    config: ConfigOption = None,
 ):
     """Train a theme model, evaluate it on held-out data and log it to MLflow.
     The taxonomy's example texts are always learned too.
@@ -110,12 +120,11 @@ def train(
     """
     from pipelines.train import train as run_train
 
+    settings = _settings(config)
     if from_store:
-        from pipelines.config import get_settings as settings_now
         from pipelines.store import connect
         from pipelines.train import assemble_training_set
 
-        settings = settings_now()
         input, fingerprint = _guarded(lambda: assemble_training_set(connect(settings.store), settings))
         text_column, label_column, taxonomy = "text", "theme", taxonomy or settings.taxonomy_path
         typer.echo(f"training set from the store: {input} (sha256 {fingerprint[:12]})", err=True)
@@ -132,6 +141,7 @@ def train(
             model_dir=model_dir,
             register=register,
             cv=cv,
+            settings=settings,
             sub_label_column=sub_label_column,
             add_public_data=add_public_data,
         )
@@ -179,6 +189,7 @@ def score(
             "(names, phones, emails, NHS/NI numbers, postcodes, street addresses replaced by placeholders)."
         ),
     ] = False,
+    config: ConfigOption = None,
 ):
     """Tag complaints with theme, theme_confidence, themes, needs_review and evidence.
 
@@ -195,7 +206,7 @@ def score(
 
     if engine not in ("local", "spark"):
         _fail(f"--engine {engine!r}: use local or spark", EXIT_BAD_INPUT)
-    common = dict(type_column=feedback_type_column, keep_text=keep_text)
+    common = dict(type_column=feedback_type_column, keep_text=keep_text, settings=_settings(config))
     args = (model, input, output, text_column, id_column, quarantine)
     if engine == "spark":
         try:
@@ -245,6 +256,7 @@ def learning(
     ] = None,
     fresh: Annotated[bool, typer.Option(help="Ignore the saved grouping and group from scratch.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed; the same input and seed give the same groups.")] = 0,
+    config: ConfigOption = None,
 ):
     """Extract learning points from serious incident reviews and group the recurring ones.
 
@@ -259,7 +271,7 @@ def learning(
     from pipelines.encoder import get_encoder
     from pipelines.learning import log_grouping, run_learning
 
-    settings = get_settings()
+    settings = _settings(config)
     grouping_dir = grouping or settings.state / "learning" / "grouping"
     _guarded(lambda: get_encoder(settings.encoder_dir))  # no verified encoder: exit 2, nothing touched
     if fresh and grouping_dir.exists():
@@ -292,9 +304,7 @@ def learning(
 
 @app.command()
 def nightly(
-    config: Annotated[
-        Path | None, typer.Option(help="YAML settings file; LFF_* environment variables override it.")
-    ] = None,
+    config: ConfigOption = None,
 ):
     """The nightly job: tag new and changed complaints from the drop folder into the results store.
 
@@ -303,11 +313,10 @@ def nightly(
 
     Example: python cli.py --quiet nightly --config /etc/learning-from-feedback.yaml
     """
-    from pipelines.config import load_settings
     from pipelines.nightly import EXIT_LOCKED, run_nightly
     from pipelines.store import LockHeld
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     try:
         summary = _guarded(lambda: run_nightly(settings, progress=not _STATE["quiet"]))
     except LockHeld as err:
@@ -344,7 +353,7 @@ def report(
         bool,
         typer.Option(help="Remember this bulletin as circulated: the next one says what is new and growing since."),
     ] = True,
-    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    config: ConfigOption = None,
 ):
     """The analysts' theme report (HTML and XLSX) and the team managers' learning bulletin
     (HTML and Markdown), from the results store. The nightly run writes the same as a preview
@@ -354,7 +363,6 @@ def report(
     """
     import datetime as dt
 
-    from pipelines.config import load_settings
     from pipelines.reports import run_reports
 
     def day(value: str | None, name: str):
@@ -365,7 +373,7 @@ def report(
         except ValueError:
             raise ValueError(f"{name} {value!r} is not a date (expected YYYY-MM-DD)") from None
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     paths = _guarded(
         lambda: run_reports(settings, output, day(from_, "--from"), day(to, "--to"), service, record_bulletin=record)
     )
@@ -387,7 +395,7 @@ def review_export(
     limit: Annotated[
         int | None, typer.Option(help="At most this many unsure tags (the least confident); default: all.")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    config: ConfigOption = None,
 ):
     """Write the review queue: the model's unsure tags in the order that teaches the model most
     (least confident first, themes and services taking turns, near-duplicates last), then an
@@ -395,11 +403,10 @@ def review_export(
 
     Example: python cli.py review export --output review-2026-11-26.xlsx
     """
-    from pipelines.config import load_settings
     from pipelines.review import export_review
     from pipelines.store import connect
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     rows = _guarded(lambda: export_review(connect(settings.store), settings, output, audit, seed, limit))
     typer.echo(f"{rows} tags to review -> {output}", err=True)
 
@@ -408,7 +415,7 @@ def review_export(
 def review_import(
     file: Annotated[Path, typer.Argument(help="A review file filled in by an analyst (.xlsx).")],
     reviewer: Annotated[str | None, typer.Option(help="Who reviewed (default: the login name).")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    config: ConfigOption = None,
 ):
     """Store the analysts' themes from a review file. Rows with a theme that is not in the
     taxonomy, a formula or an unknown complaint are quarantined with their row and reason
@@ -416,11 +423,10 @@ def review_import(
 
     Example: python cli.py review import review-2026-11-26.xlsx --reviewer "A. Analyst"
     """
-    from pipelines.config import load_settings
     from pipelines.review import import_review
     from pipelines.store import connect
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     if not file.is_file():
         _fail(f"{file}: file not found", EXIT_BAD_INPUT)
     summary = _guarded(lambda: import_review(connect(settings.store), settings, file, reviewer))
@@ -442,6 +448,7 @@ def evaluation_set(
     share: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of the texts held out.")] = 0.2,
     taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy YAML.")] = None,
     crosswalk: Annotated[Path | None, typer.Option(help="Crosswalk YAML from another framework's codes.")] = None,
+    config: ConfigOption = None,
 ):
     """Fix the evaluation set the promotion gate uses: a stable share of the labelled texts,
     chosen by text hash. Point the setting evaluation_file at it; training then never uses its texts.
@@ -452,6 +459,8 @@ def evaluation_set(
     from pipelines.registry import make_evaluation_set
     from pipelines.train import load_labelled
 
+    if crosswalk and not taxonomy:
+        taxonomy = _settings(config).taxonomy_path  # the crosswalk maps onto the configured taxonomy
     data = _guarded(lambda: load_labelled(input, text_column, label_column, False, taxonomy, crosswalk))
     path, version = make_evaluation_set(data.texts, data.labels, share, output)
     typer.echo(f"evaluation set {path} (version {version})")
@@ -467,7 +476,7 @@ def promote(
         float, typer.Option(help="How far the candidate's macro-F1 may fall below the champion's.")
     ] = 0.01,
     margin: Annotated[float, typer.Option(help="How far any theme's F1 may fall.")] = 0.05,
-    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    config: ConfigOption = None,
 ):
     """Promotion gate: the candidate becomes champion only if, on the fixed evaluation set, its
     macro-F1 is not worse than the champion's beyond the tolerance and no theme's F1 drops by
@@ -475,10 +484,9 @@ def promote(
 
     Example: python cli.py promote --candidate models:/complaint-themes/3
     """
-    from pipelines.config import load_settings
     from pipelines.registry import promote as run_promote
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     decision = _guarded(lambda: run_promote(candidate, settings, evaluation, tolerance, margin))
     champ = f"{decision.champion['macro_f1']:.3f}" if decision.champion else "none"
     typer.echo(
@@ -490,16 +498,15 @@ def promote(
 
 @app.command()
 def aliases(
-    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    config: ConfigOption = None,
 ):
     """The history of promotion decisions: which version became champion or challenger, when, by whom, and why.
 
     Example: python cli.py aliases
     """
-    from pipelines.config import load_settings
     from pipelines.store import connect, read_alias_history
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     frame = read_alias_history(connect(settings.store))
     columns = [
         "decided_at",
@@ -517,35 +524,33 @@ def aliases(
 @app.command()
 def export(
     output: Annotated[Path, typer.Option(help="File to write: .csv or .parquet.")],
-    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    config: ConfigOption = None,
 ):
     """Every complaint in the results store with its current tagging (text redacted, CSV
     formulas neutralised). The nightly run writes only each night's changes.
 
     Example: python cli.py export --output all-taggings.parquet
     """
-    from pipelines.config import load_settings
     from pipelines.nightly import export_current
     from pipelines.store import connect
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     path = _guarded(lambda: export_current(connect(settings.store), output))
     typer.echo(str(path))
 
 
 @app.command()
 def runs(
-    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+    config: ConfigOption = None,
     limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
 ):
     """The run ledger: recent nightly runs with status, counts, model and duration.
 
     Example: python cli.py runs --limit 5
     """
-    from pipelines.config import load_settings
     from pipelines.store import connect, read_runs
 
-    settings = _guarded(lambda: load_settings(config))
+    settings = _settings(config)
     frame = read_runs(connect(settings.store), limit)
     columns = [
         "run_id",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.config import get_settings
+from pipelines.config import load_settings
 from pipelines.datasets import FFT_CROSSWALK, fetch_fft_phase1
 from pipelines.taxonomy import Crosswalk, Taxonomy
 
@@ -18,7 +18,7 @@ RESULTS = Path(__file__).parent / "results" / "crosswalk_counts.json"
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = load_settings()
     taxonomy = Taxonomy.from_file(settings.taxonomy_path)
     crosswalk = Crosswalk.from_file(settings.data_dir / FFT_CROSSWALK)
     fft = fetch_fft_phase1(settings.public_data)

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -44,12 +44,16 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "data",
         description="Project data: taxonomy, crosswalks, sample, stores.",
     )
-    state_dir: Path | None = Field(None, description="Where the MLflow store and outputs live; defaults to data_dir.")
+    state_dir: Path | None = Field(
+        None,
+        description="Runtime state: the results store, the MLflow store, outputs, groupings, training sets; "
+        "defaults to state/ in the project (data_dir when an earlier install's state is there).",
+    )
     public_data_dir: Path | None = Field(
         None,
         description="Folder holding the public datasets (nhs_fft_phase1.csv, ...); defaults to data_dir.",
     )
-    mlflow_tracking_uri: str | None = Field(None, description="Defaults to a SQLite store under data_dir/mlflow.")
+    mlflow_tracking_uri: str | None = Field(None, description="Defaults to a SQLite store under the state folder.")
     experiment_name: str = "learning-from-feedback"
     model_name: str = Field("complaint-themes", description="Registered model name used by the nightly run.")
     taxonomy_file: Path | None = Field(None, description="Defaults to data_dir/taxonomy.yaml.")
@@ -63,7 +67,9 @@ class Settings(BaseSettings):
     n_jobs: int = Field(2, description="Worker processes for scoring, threads for training (1 = in process).")
     random_state: int = 42
     drop_folder: Path | None = Field(None, description="Folder of complaint exports; defaults to data_dir/sample.")
-    output_folder: Path | None = Field(None, description="Where tagged files go; defaults to data_dir/outputs.")
+    output_folder: Path | None = Field(
+        None, description="Where tagged files go; defaults to outputs/ in the state folder."
+    )
     store_url: str | None = Field(
         None, description="SQLAlchemy URL of the results store; defaults to SQLite under the state folder."
     )
@@ -129,7 +135,14 @@ class Settings(BaseSettings):
 
     @property
     def state(self) -> Path:
-        return self.state_dir or self.data_dir
+        """Runtime state, kept apart from the inputs in ``data_dir``. Before state/ existed it
+        lived in data_dir; a store found there is still used, so an upgrade loses nothing."""
+        if self.state_dir:
+            return self.state_dir
+        if legacy_state(self.data_dir):
+            _note_legacy_state(self.data_dir)
+            return self.data_dir
+        return PROJECT_ROOT / "state"
 
     @property
     def mlflow_dir(self) -> Path:
@@ -162,9 +175,18 @@ class Settings(BaseSettings):
         return self.taxonomy_file or self.data_dir / "taxonomy.yaml"
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
+@cache
+def _note_legacy_state(folder: Path) -> None:
+    logging.getLogger(__name__).warning(
+        "runtime state found in the data folder (an earlier layout); using it. To move it, stop the "
+        "nightly job and move results.db and mlflow/ out, or set state_dir to this folder to keep them here",
+        extra={"fields": {"folder": str(folder)}},
+    )
+
+
+def legacy_state(folder: Path) -> bool:
+    """Whether ``folder`` holds runtime state written before it moved to state/."""
+    return (folder / "results.db").is_file() or (folder / "mlflow" / "mlflow.db").is_file()
 
 
 def load_settings(config: Path | None = None) -> Settings:

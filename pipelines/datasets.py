@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.config import get_settings
+from pipelines.config import load_settings
 
 CHECKSUMS = {
     "nhs_fft_phase1.csv": "ac7046ed9686e6fc3355ad883a28e1c4d4498944d291799fad476de9d11a9518",
@@ -39,7 +39,7 @@ def sha256_of(path: Path) -> str:
 
 def dataset_path(name: str, data_home: str | Path | None = None, verify: bool = True) -> Path:
     """Path of a public dataset file, checked against its published sha256."""
-    folder = Path(data_home) if data_home else get_settings().public_data
+    folder = Path(data_home) if data_home else load_settings().public_data
     path = folder / name
     if not path.is_file():
         raise DatasetError(
@@ -86,7 +86,7 @@ def fetch_pfd_reports(data_home=None) -> pd.DataFrame:
 
 def sample_complaints_path(data_dir: str | Path | None = None) -> Path:
     """The bundled made-up sample of council complaints and compliments (demo and fast tests only)."""
-    return Path(data_dir or get_settings().data_dir) / "sample" / "complaints.csv"
+    return Path(data_dir or load_settings().data_dir) / "sample" / "complaints.csv"
 
 
 def fetch_pfd_reviews(data_home=None) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines import store, tracking
-from pipelines.config import Settings, get_settings
+from pipelines.config import Settings
 from pipelines.datasets import FFT_CROSSWALK, DatasetError, dataset_path, sample_complaints_path, sha256_of
 from pipelines.deadlines import acknowledgement_deadline, due_soon_before, learning_stage
 from pipelines.score import scored_in_order, split_unknown_types
@@ -242,16 +242,13 @@ def sources_to_read(settings: Settings, engine) -> tuple[list, dict[str, str], l
     return sources, fingerprints, skipped
 
 
-def run_nightly(
-    settings: Settings | None = None, progress: bool = True, today: dt.date | None = None
-) -> NightlySummary:
+def run_nightly(settings: Settings, progress: bool = True, today: dt.date | None = None) -> NightlySummary:
     """Tag new and changed complaints from the drop folder (and database table, if configured)
     into the store, refresh learning-stage statuses, regroup learning when the reviews
     changed, then record the run.
 
     Raises :class:`pipelines.store.LockHeld` when another run is in progress.
     """
-    settings = settings or get_settings()
     today = today or dt.date.today()
     started = time.monotonic()
     engine = store.connect(settings.store)

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipelines import tracking
-from pipelines.config import Settings, get_settings
+from pipelines.config import Settings
 from pipelines.tables import READER_COLUMNS, ROW, InputError, RowChecks, TableWriter, iter_chunks
 from pipelines.text import redact
 from pipelines.themes import (
@@ -99,7 +99,8 @@ def score_file(
     text_column: str,
     id_column: str | None = None,
     quarantine_path: str | Path | None = None,
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
     progress: bool = True,
     type_column: str | None = None,
     keep_text: bool = False,
@@ -110,9 +111,8 @@ def score_file(
     export's feedback type (complaint, compliment; empty = unknown): each row's theme is then one
     of that type's, and a row with another value is quarantined.
 
-    Example: ``score_file("models:/complaint-themes@champion", "new.csv", "tagged.csv", "text", "id")``
+    Example: ``score_file("models:/complaint-themes@champion", "new.csv", "tagged.csv", "text", "id", settings=s)``
     """
-    settings = settings or get_settings()
     started = time.monotonic()
     input_path, output_path = Path(input_path), Path(output_path)
     quarantine_path = (
@@ -302,15 +302,14 @@ def spark_session(master: str = "local[*]"):
     return builder.getOrCreate()
 
 
-def score_spark(df, model_uri: str, text_column: str, settings: Settings | None = None, type_column: str | None = None):
+def score_spark(df, model_uri: str, text_column: str, settings: Settings, type_column: str | None = None):
     """A Spark DataFrame with :data:`OUTPUT_COLUMNS` added, scored by the project's MLflow model
     (``models:/NAME@ALIAS`` or a model folder). Input columns named like an output column are
     renamed ``<name>_input``, as in the local scorer. Lazy: nothing is collected to the driver.
 
-    Example (in a Databricks notebook): ``score_spark(spark.table("complaints"), "models:/complaint-themes@champion", "text")``
+    Example (in a Databricks notebook): ``score_spark(spark.table("complaints"), "models:/complaint-themes@champion", "text", load_settings())``
     """
     _, _, F = _pyspark()
-    settings = settings or get_settings()
     udf = tracking.spark_udf(df.sparkSession, tracking.resolve_model(model_uri, settings), SPARK_RESULT_TYPE)
     renamed = df
     for column in df.columns:
@@ -402,7 +401,8 @@ def score_file_spark(
     id_column: str | None = None,
     quarantine_dir: str | Path | None = None,
     master: str = "local[*]",
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
     type_column: str | None = None,
     keep_text: bool = False,
 ) -> ScoreSummary:
@@ -410,7 +410,6 @@ def score_file_spark(
     the text column redacted unless ``keep_text``; bad rows go to a quarantine Parquet folder with
     their reasons. A CSV is first read by the project's reader into a staging Parquet (see
     :func:`stage_csv`). Only counts reach the driver."""
-    settings = settings or get_settings()
     started = time.monotonic()
     input_path, output_dir = Path(input_path), Path(output_dir)
     quarantine_dir = Path(quarantine_dir) if quarantine_dir else output_dir.with_name(output_dir.name + ".quarantine")

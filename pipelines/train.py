@@ -26,7 +26,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from pipelines import tracking
-from pipelines.config import PROJECT_ROOT, Settings, get_settings
+from pipelines.config import PROJECT_ROOT, Settings
 from pipelines.datasets import FFT_CROSSWALK, FFT_FILE, dataset_path, sha256_of
 from pipelines.tables import InputError, read_table
 from pipelines.taxonomy import Crosswalk, Taxonomy
@@ -79,7 +79,7 @@ def load_labelled(
     """Read a labelled export and resolve its labels to themes.
 
     With a crosswalk, ``label_column`` holds the other framework's codes and they are mapped
-    onto the taxonomy (default taxonomy when none is given); with only a taxonomy, labels
+    onto the taxonomy (which the caller names); with only a taxonomy, labels
     must be its themes or sub-themes (sub-themes roll up); with neither, labels are used as
     they are, so any taxonomy can be learned.
 
@@ -92,8 +92,10 @@ def load_labelled(
     frame = read_table(input_path, [text_column, label_column, *([sub_label_column] if sub_label_column else [])])
     dropped = {}
     taxonomy = None
-    if crosswalk_path or taxonomy_path:
-        taxonomy = Taxonomy.from_file(taxonomy_path or get_settings().taxonomy_path)
+    if crosswalk_path and not taxonomy_path:
+        raise ValueError(f"crosswalk {crosswalk_path}: give the taxonomy it maps onto (taxonomy_path)")
+    if taxonomy_path:
+        taxonomy = Taxonomy.from_file(taxonomy_path)
     empty_text = frame[text_column].str.strip() == ""
     dropped["empty text"] = int(empty_text.sum())
     frame = frame[~empty_text]
@@ -374,7 +376,8 @@ def train(
     register: str | None = None,
     holdout: float = 0.2,
     cv: int | None = None,
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
     sub_label_column: str | None = None,
     add_public_data: bool = False,
 ) -> TrainResult:
@@ -382,12 +385,11 @@ def train(
     The taxonomy's examples are always learned too; ``add_public_data`` adds the public feedback
     (see :func:`with_training_sources`). Metrics are on held-out rows of the input only.
 
-    Example: ``train("fft.csv", "feedback", "code", crosswalk_path="data/crosswalks/nhs_fft_phase1.yaml")``
-    Example: ``train("our_complaints.csv", "text", "theme", add_public_data=True)``
+    Example: ``train("fft.csv", "feedback", "code", crosswalk_path="data/crosswalks/nhs_fft_phase1.yaml", settings=s)``
+    Example: ``train("our_complaints.csv", "text", "theme", add_public_data=True, settings=load_settings())``
     """
-    settings = settings or get_settings()
-    if add_public_data and not (taxonomy_path or crosswalk_path):
-        taxonomy_path = settings.taxonomy_path  # council labels are the taxonomy's themes
+    if (add_public_data or crosswalk_path) and not taxonomy_path:
+        taxonomy_path = settings.taxonomy_path  # council labels, or a crosswalk's targets, are its themes
     data = load_labelled(
         input_path, text_column, label_column, multi_label, taxonomy_path, crosswalk_path, sub_label_column
     )
@@ -600,7 +602,7 @@ def _labelled_rows(chunk: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def assemble_training_set(engine, settings: Settings | None = None) -> tuple[Path, str]:
+def assemble_training_set(engine, settings: Settings) -> tuple[Path, str]:
     """The council's own labelled complaints from the results store as a training file, and its
     fingerprint: the theme recorded in the exports, overridden by the latest analyst correction
     (the latest human label wins). Text is the store's redacted text.
@@ -611,7 +613,6 @@ def assemble_training_set(engine, settings: Settings | None = None) -> tuple[Pat
 
     from pipelines import store
 
-    settings = settings or get_settings()
     digest = hashlib.sha256()
     # Written under a temporary name, then named by its fingerprint once complete.
     partial = settings.state / "training" / "training-partial.csv"
