@@ -298,7 +298,7 @@ def learning(
         err=True,
     )
     for problem in summary.problems:
-        typer.echo(f"skipped: {problem['reason']}", err=True)
+        typer.echo(f"problem: {problem['reason']}", err=True)
     raise typer.Exit(summary.exit_code)
 
 

@@ -810,18 +810,24 @@ def read_reviews(
                 else [[]] * len(table),
             }
         )
-    frame["date"] = _iso_dates(frame["date"])
+    frame["date"] = _iso_dates(frame, problems)
     return frame.reset_index(drop=True), problems
 
 
-def _iso_dates(values: pd.Series) -> pd.Series:
-    """Dates as YYYY-MM-DD text: ISO first, then UK day-first (15/02/2024); blank if neither."""
-    text = values.fillna("").astype(str).str.strip()
-    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
-    rest = parsed.isna() & (text != "")
-    if rest.any():
-        parsed[rest] = pd.to_datetime(text[rest], errors="coerce", dayfirst=True, format="mixed")
-    return parsed.dt.strftime("%Y-%m-%d").fillna("")
+def _iso_dates(frame: pd.DataFrame, problems: list[dict]) -> pd.Series:
+    """Review dates as YYYY-MM-DD text by the one date rule (:func:`pipelines.tables.parse_dates`);
+    a date that is not one is blanked, the review kept, and the problem noted."""
+    from pipelines.tables import parse_dates
+
+    dates, bad = parse_dates(frame["date"])
+    for report_id, value in zip(frame.loc[bad, "report_id"], frame.loc[bad, "date"]):
+        problems.append(
+            {
+                "source": str(report_id),
+                "reason": f"{report_id}: date '{value}' is not a date (expected YYYY-MM-DD or DD/MM/YYYY); the review is used without it",
+            }
+        )
+    return pd.Series([d.isoformat() if pd.notna(d) else "" for d in dates], index=frame.index, dtype=object)
 
 
 def extract_review_points(reviews: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:

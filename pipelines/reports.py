@@ -73,10 +73,8 @@ REPORT_COLUMNS = [
 def reporting_theme(frame: pd.DataFrame) -> pd.Series:
     """The theme reported for each complaint: people decide, so an analyst's correction first,
     then the theme recorded in the export, and the model's only when neither exists."""
-    model = frame["theme"].fillna("untagged")
-    human = frame["human_theme"].fillna("").astype(str).str.strip()
-    analyst = frame["analyst_theme"].fillna("").astype(str).str.strip() if "analyst_theme" in frame else human
-    return analyst.where(analyst != "", human.where(human != "", model))
+    people, _ = store.people_theme(frame)
+    return people.where(people != "", frame["theme"].fillna("untagged"))
 
 
 def emerging_themes(

@@ -24,12 +24,10 @@ from tqdm import tqdm
 
 from pipelines import tracking
 from pipelines.config import Settings
+from pipelines.schema import FEEDBACK_TYPE_INPUT, OUTPUT_COLUMNS, OUTPUT_SCHEMA
 from pipelines.tables import READER_COLUMNS, ROW, InputError, RowChecks, TableWriter, iter_chunks
 from pipelines.text import redact
 from pipelines.themes import (
-    FEEDBACK_TYPE_INPUT,
-    OUTPUT_COLUMNS,
-    OUTPUT_SCHEMA,
     known_types,
     normalise_types,
     unknown_types,

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from pipelines.themes import OUTPUT_COLUMNS
+from pipelines.schema import TAGGING_FIELDS
 
 SCHEMA_VERSION = 6  # 2: export_files, learning tables; 3: bulletins; 4: corrections, aliases;
 # 5: runs.updated (detail-only updates), complaints.acknowledged_date, learning_groups.representative_point;
@@ -399,8 +399,7 @@ def known_hashes(engine: Engine, ids: pd.Series) -> pd.DataFrame:
     columns = ["complaint_id", "text_sha256", "details_sha256", "model_name", "model_version"]
     rows = []
     with engine.connect() as conn:
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500].tolist()
+        for chunk in in_chunks(unique.tolist()):
             query = (
                 select(
                     complaints.c.complaint_id,
@@ -453,8 +452,7 @@ def read_complaints(engine: Engine, ids: list[str], columns: list[str]) -> pd.Da
     """The stored fields of the given complaints, in the order of ``ids``."""
     parts = []
     with engine.connect() as conn:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        for chunk in in_chunks(ids):
             result = conn.execute(
                 select(*[complaints.c[c] for c in columns]).where(complaints.c.complaint_id.in_(chunk))
             )
@@ -489,8 +487,6 @@ def refresh_learning_status(engine: Engine, today: dt.date, due_soon_before: dt.
 
 
 COMPLAINT_FIELDS = [c.name for c in complaints.columns]
-# Every model output but the per-theme probabilities, which reports never read.
-TAGGING_FIELDS = [c for c in OUTPUT_COLUMNS if c != "theme_probabilities"]
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
@@ -507,13 +503,7 @@ def write_batch(
     """
     ids = rows["complaint_id"].tolist()
     with engine.begin() as conn:
-        existing = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            existing |= {
-                r[0]
-                for r in conn.execute(select(complaints.c.complaint_id).where(complaints.c.complaint_id.in_(chunk)))
-            }
+        existing = _existing(conn, ids)
         fresh = rows[~rows["complaint_id"].isin(existing)].assign(first_seen_run=run_id, updated_run=run_id)
         known = rows[rows["complaint_id"].isin(existing)].assign(updated_run=run_id)
         if len(fresh):
@@ -534,8 +524,7 @@ def write_batch(
             )
         if tags is not None and len(tags):
             scored_ids = tags["complaint_id"].tolist()
-            for start in range(0, len(scored_ids), 500):
-                chunk = scored_ids[start : start + 500]
+            for chunk in in_chunks(scored_ids):
                 conn.execute(
                     update(taggings)
                     .where(taggings.c.complaint_id.in_(chunk), taggings.c.is_current)
@@ -823,15 +812,33 @@ def latest_received(engine: Engine, service: str | None = None) -> dt.date | Non
 
 
 def existing_complaints(engine: Engine, ids: list[str]) -> set[str]:
-    found: set[str] = set()
     with engine.connect() as conn:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            found |= {
-                r[0]
-                for r in conn.execute(select(complaints.c.complaint_id).where(complaints.c.complaint_id.in_(chunk)))
-            }
+        return _existing(conn, ids)
+
+
+def _existing(conn, ids: list[str]) -> set[str]:
+    """Which of ``ids`` are stored complaints (on an open connection, inside its transaction)."""
+    found: set[str] = set()
+    for chunk in in_chunks(ids):
+        found |= {
+            r[0] for r in conn.execute(select(complaints.c.complaint_id).where(complaints.c.complaint_id.in_(chunk)))
+        }
     return found
+
+
+def people_theme(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(theme people gave each complaint, whether it is an analyst's correction): people decide,
+    so the latest correction wins over the theme recorded in the export; blank when neither."""
+    export = frame["human_theme"].fillna("").astype(str).str.strip()
+    analyst = frame["analyst_theme"].fillna("").astype(str).str.strip() if "analyst_theme" in frame else export
+    corrected = (analyst != "") & ("analyst_theme" in frame)
+    return analyst.where(analyst != "", export), corrected
+
+
+def in_chunks(ids: list, size: int = 500):
+    """``ids`` in slices small enough for one SQL ``IN (...)`` on every database."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def latest_corrections(engine: Engine) -> pd.DataFrame:

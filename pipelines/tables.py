@@ -390,6 +390,17 @@ def read_table(path: str | Path, required: list[str]) -> pd.DataFrame:
     return frame.drop(columns=READER_COLUMNS, errors="ignore")
 
 
+def parse_dates(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(dates, bad mask): ISO (YYYY-MM-DD) or UK day-first (DD/MM/YYYY); blank is not bad.
+    The one date rule for every input (exports, the source table, reviews)."""
+    text = values.fillna("").astype(str).str.strip()
+    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    rest = parsed.isna() & (text != "")
+    if rest.any():
+        parsed[rest] = pd.to_datetime(text[rest], errors="coerce", format="%d/%m/%Y")
+    return parsed.dt.date, parsed.isna() & (text != "")
+
+
 class SeenIds:
     """Ids seen so far and the row each was first seen at, as sorted 64-bit hashes.
 

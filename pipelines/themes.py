@@ -46,20 +46,9 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from pipelines.schema import FEEDBACK_TYPE_INPUT
 from pipelines.text import Redactor, as_text
 
-# The model's output, defined once as (column, type): the MLflow signature, the Spark UDF's
-# result type and the store's tagging fields derive from it.
-OUTPUT_SCHEMA = [
-    ("theme", "string"),
-    ("theme_confidence", "double"),
-    ("themes", "string"),
-    ("needs_review", "boolean"),
-    ("evidence", "string"),
-    ("feedback_type", "string"),
-    ("theme_probabilities", "string"),
-]
-OUTPUT_COLUMNS = [name for name, _ in OUTPUT_SCHEMA]
 LABEL_SEPARATOR = ";"
 
 
@@ -630,9 +619,6 @@ def _objects(values) -> pd.Series:
     """A column of Python strings: pandas 3 would otherwise copy each one into Arrow, which
     costs more than building the rest of the frame."""
     return pd.Series(values, dtype=object)
-
-
-FEEDBACK_TYPE_INPUT = "feedback_type"  # optional model input: the type an export states
 
 
 def known_types(feedback_types: dict[str, str] | None) -> list[str]:

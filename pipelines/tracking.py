@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.config import PROJECT_ROOT, Settings
+from pipelines.schema import FEEDBACK_TYPE_INPUT, OUTPUT_SCHEMA
 from pipelines.tables import InputError
-from pipelines.themes import FEEDBACK_TYPE_INPUT, INFO_ARTIFACT, OUTPUT_SCHEMA, PIPELINE_ARTIFACT, save_pipeline
+from pipelines.themes import INFO_ARTIFACT, PIPELINE_ARTIFACT, save_pipeline
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -73,7 +74,7 @@ def pip_requirements() -> list[str]:
 
 
 def model_signature():
-    """The model's inputs (text, optional feedback type) and outputs (:data:`themes.OUTPUT_SCHEMA`)."""
+    """The model's inputs (text, optional feedback type) and outputs (:data:`schema.OUTPUT_SCHEMA`)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 

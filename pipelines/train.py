@@ -588,16 +588,16 @@ def _metric_key(name: str) -> str:
 
 def _labelled_rows(chunk: pd.DataFrame) -> pd.DataFrame:
     """complaint_id, text, theme, label_source: the latest analyst correction over the export's theme."""
-    export_theme = chunk["human_theme"].fillna("").astype(str).str.strip()
-    analyst = chunk["analyst_theme"].fillna("").astype(str).str.strip()
-    label = analyst.where(analyst != "", export_theme)
+    from pipelines.store import people_theme
+
+    label, corrected = people_theme(chunk)
     keep = (label != "") & chunk["text_redacted"].fillna("").str.strip().ne("")
     return pd.DataFrame(
         {
             "complaint_id": chunk.loc[keep, "complaint_id"],
             "text": chunk.loc[keep, "text_redacted"],
             "theme": label[keep],
-            "label_source": np.where(analyst[keep] != "", "analyst correction", "export"),
+            "label_source": np.where(corrected[keep], "analyst correction", "export"),
         }
     )
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import Settings
-from pipelines.nightly import ExportReader
+from pipelines.intake import ExportReader
 from pipelines.tables import InputError, TableWriter, iter_chunks
 from tests.conftest import run_cli
 from tests.hostile_inputs import build

@@ -9,9 +9,9 @@ from packaging.requirements import Requirement
 
 from pipelines import tracking
 from pipelines.config import PROJECT_ROOT
+from pipelines.schema import OUTPUT_COLUMNS
 from pipelines.score import SPARK_RESULT_TYPE
 from pipelines.store import TAGGING_FIELDS
-from pipelines.themes import OUTPUT_COLUMNS
 
 # The pyfunc model's own code (its class and its models-from-code entry) may import mlflow too.
 ALLOWED = {"pipelines/tracking.py", "pipelines/themes.py", "pipelines/pyfunc_entry.py"}
