@@ -122,30 +122,27 @@ def train(
 
     settings = _settings(config)
     if from_store:
-        from pipelines.store import connect
-        from pipelines.train import assemble_training_set
-
-        input, fingerprint = _guarded(lambda: assemble_training_set(connect(settings.store), settings))
-        text_column, label_column, taxonomy = "text", "theme", taxonomy or settings.taxonomy_path
-        typer.echo(f"training set from the store: {input} (sha256 {fingerprint[:12]})", err=True)
+        input, text_column, label_column, taxonomy = _store_training_set(settings, taxonomy)
     elif not (input and text_column and label_column):
         _fail("give --input, --text-column and --label-column, or --from-store", EXIT_BAD_INPUT)
-    result = _guarded(
-        lambda: run_train(
-            input,
-            text_column,
-            label_column,
-            multi_label=multi_label,
-            taxonomy_path=taxonomy,
-            crosswalk_path=crosswalk,
-            model_dir=model_dir,
-            register=register,
-            cv=cv,
-            settings=settings,
-            sub_label_column=sub_label_column,
-            add_public_data=add_public_data,
-        )
-    )
+    options = dict(multi_label=multi_label, taxonomy_path=taxonomy, crosswalk_path=crosswalk, model_dir=model_dir,
+                   register=register, cv=cv, sub_label_column=sub_label_column, add_public_data=add_public_data)  # fmt: skip
+    result = _guarded(lambda: run_train(input, text_column, label_column, settings=settings, **options))
+    _print_training(result, register)
+
+
+def _store_training_set(settings, taxonomy: Path | None) -> tuple:
+    """(file, text column, label column, taxonomy) of the store's labelled complaints."""
+    from pipelines.store import connect
+    from pipelines.train import assemble_training_set
+
+    path, fingerprint = _guarded(lambda: assemble_training_set(connect(settings.store), settings))
+    typer.echo(f"training set from the store: {path} (sha256 {fingerprint[:12]})", err=True)
+    return path, "text", "theme", taxonomy or settings.taxonomy_path
+
+
+def _print_training(result, register: str | None) -> None:
+    """The held-out metrics per theme, and where the model went."""
     m = result.metrics
     typer.echo(f"macro-F1 {m['macro_f1']:.3f}  micro-F1 {m['micro_f1']:.3f}  ({m['n_evaluated']} held-out rows)")
     typer.echo(f"{'theme':<32}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")

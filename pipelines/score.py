@@ -156,22 +156,24 @@ def score_file(
         kept_columns = list(_keep_input_apart(pd.DataFrame(columns=columns or required)).columns)
         writer.close(empty_columns=kept_columns + OUTPUT_COLUMNS)
         quarantine.close()
+    return _summary(input_path, rows_in, writer, quarantine, time.monotonic() - started)
+
+
+def _summary(input_path: Path, rows_in: int, writer: TableWriter, quarantine: TableWriter, seconds: float):
+    """What a scoring run did, logged; an empty quarantine file is removed."""
     summary = ScoreSummary(
         rows_in=rows_in,
         rows_scored=writer.rows,
         rows_quarantined=quarantine.rows,
-        output=output_path,
-        quarantine=quarantine_path if quarantine.rows else None,
-        seconds=round(time.monotonic() - started, 3),
+        output=writer.path,
+        quarantine=quarantine.path if quarantine.rows else None,
+        seconds=round(seconds, 3),
     )
-    if not quarantine.rows and quarantine_path.exists():
-        quarantine_path.unlink()
+    if not quarantine.rows and quarantine.path.exists():
+        quarantine.path.unlink()
     if not rows_in:
         log.warning("no rows: the file has a header and nothing else", extra={"fields": {"file": str(input_path)}})
-    log.info(
-        "scoring finished",
-        extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}},
-    )
+    log.info("scoring finished", extra={"fields": {k: str(v) for k, v in summary.__dict__.items()}})
     return summary
 
 

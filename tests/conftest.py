@@ -77,6 +77,34 @@ def council_model(state_dir, public_data_dir, tmp_path_factory) -> dict:
     return {"model_dir": model_dir, "stdout": result.stdout, "stderr": result.stderr, "name": "complaint-themes"}
 
 
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> dict:
+    """A model folder trained in seconds on the bundled made-up sample, for tests of input
+    handling that need a model but not a good one (the fast lane uses it instead of
+    ``council_model``)."""
+    from pipelines.taxonomy import Taxonomy
+    from pipelines.themes import make_pipeline
+    from pipelines.tracking import save_model_dir
+
+    sample = pd.read_csv(PROJECT_ROOT / "data" / "sample" / "complaints.csv", dtype=str, keep_default_na=False)
+    pipeline = make_pipeline(n_jobs=1).fit(sample["text"], sample["theme"])
+    taxonomy = Taxonomy.from_file(PROJECT_ROOT / "data" / "taxonomy.yaml")
+    info = {"classes": list(pipeline.classes_), "feedback_types": taxonomy.feedback_type_of(), "multi_label": False}
+    model_dir = save_model_dir(pipeline, info, tmp_path_factory.mktemp("small") / "model")
+    return {"model_dir": model_dir}
+
+
+# Tests on the model trained on the full public data (about a minute, once a session) or on a
+# nightly run in a subprocess are the slow lane; `pytest -m "not slow"` leaves them out.
+SLOW_FIXTURES = {"council_model", "nightly_env", "hostile_reports", "tagged_store"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 def _postgres_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     assert found, "PostgreSQL server binaries not found (Debian package postgresql); the store tests need them"

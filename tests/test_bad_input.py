@@ -13,44 +13,44 @@ from tests.conftest import run_cli
 SECRET = "Zebedee-Quartermaine"  # a marker that must never reach a log line
 
 
-def _score_cli(council_model, state_dir, path, out, *extra):
-    return run_cli("score", "--model", str(council_model["model_dir"]), "--input", str(path), "--text-column", "text",
-                   "--output", str(out), *extra, state_dir=state_dir)  # fmt: skip
+def _score_cli(small_model, state_dir, path, out, *extra):
+    return run_cli("score", "--model", str(small_model["model_dir"]), "--input", str(path), "--text-column", "text",
+                   "--output", str(out), *extra, state_dir=state_dir, env={"LFF_N_JOBS": "1"})  # fmt: skip
 
 
-def test_missing_column_names_file_and_column(council_model, state_dir, tmp_path):
+def test_missing_column_names_file_and_column(small_model, state_dir, tmp_path):
     path = tmp_path / "export.csv"
     pd.DataFrame({"id": [1], "comment": ["late"]}).to_csv(path, index=False)
-    result = _score_cli(council_model, state_dir, path, tmp_path / "o.csv")
+    result = _score_cli(small_model, state_dir, path, tmp_path / "o.csv")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert str(path) in last and "'text'" in last and "comment" in last
 
 
 @pytest.mark.parametrize("content", [b"", b"\n"])
-def test_empty_file_is_a_one_line_error(council_model, state_dir, tmp_path, content):
+def test_empty_file_is_a_one_line_error(small_model, state_dir, tmp_path, content):
     path = tmp_path / "empty.csv"
     path.write_bytes(content)
-    result = _score_cli(council_model, state_dir, path, tmp_path / "o.csv")
+    result = _score_cli(small_model, state_dir, path, tmp_path / "o.csv")
     assert result.returncode == 2
     assert str(path) in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
 
 
-def test_windows_1252_export_is_read_correctly(council_model, state_dir, tmp_path):
+def test_windows_1252_export_is_read_correctly(small_model, state_dir, tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes(
         "id,text\n1,The carer\u2019s visit was cancelled \u2013 again\n2,caf\u00e9 closed\n".encode("cp1252")
     )
     assert detect_encoding(path) == "cp1252"
-    result = _score_cli(council_model, state_dir, path, tmp_path / "o.csv", "--keep-text")
+    result = _score_cli(small_model, state_dir, path, tmp_path / "o.csv", "--keep-text")
     assert result.returncode == 0, result.stderr
     out = pd.read_csv(tmp_path / "o.csv")
     assert out["text"].tolist() == ["The carer\u2019s visit was cancelled \u2013 again", "caf\u00e9 closed"]
     assert "Windows-1252" in result.stderr
 
 
-def test_bad_rows_are_quarantined_and_the_rest_scored(council_model, state_dir, tmp_path):
+def test_bad_rows_are_quarantined_and_the_rest_scored(small_model, state_dir, tmp_path):
     rows = pd.DataFrame(
         {
             "id": ["a1", "a2", "a3", "a2", "", "a6", "a7"],
@@ -68,7 +68,7 @@ def test_bad_rows_are_quarantined_and_the_rest_scored(council_model, state_dir, 
     path = tmp_path / "export.csv"
     rows.to_csv(path, index=False)
     out, quarantine = tmp_path / "o.csv", tmp_path / "q.csv"
-    result = _score_cli(council_model, state_dir, path, out, "--id-column", "id", "--quarantine", str(quarantine))
+    result = _score_cli(small_model, state_dir, path, out, "--id-column", "id", "--quarantine", str(quarantine))
     assert result.returncode == 3, result.stderr
     scored, held = pd.read_csv(out, dtype=str), pd.read_csv(quarantine, dtype=str, keep_default_na=False)
     assert len(scored) + len(held) == len(rows)
@@ -86,12 +86,12 @@ def test_bad_rows_are_quarantined_and_the_rest_scored(council_model, state_dir, 
     assert stat.S_IMODE(quarantine.stat().st_mode) == 0o600
 
 
-def test_malformed_csv_line_goes_to_quarantine(council_model, tmp_path):
+def test_malformed_csv_line_goes_to_quarantine(small_model, tmp_path):
     path = tmp_path / "ragged.csv"
     path.write_text('id,text\n1,late visit\n2,"too, many",fields,here\n3,no call back\n')
     settings = Settings(n_jobs=1)
     summary = score_file(
-        str(council_model["model_dir"]), path, tmp_path / "o.csv", "text", "id", settings=settings, progress=False
+        str(small_model["model_dir"]), path, tmp_path / "o.csv", "text", "id", settings=settings, progress=False
     )
     assert (summary.rows_scored, summary.rows_quarantined) == (2, 1)
     held = pd.read_csv(summary.quarantine)
@@ -99,11 +99,11 @@ def test_malformed_csv_line_goes_to_quarantine(council_model, tmp_path):
     assert held["_raw"][0] == '2,"too, many",fields,here\n' and held["_lines"][0] == 3
 
 
-def test_truncated_file_last_row_is_quarantined(council_model, tmp_path):
+def test_truncated_file_last_row_is_quarantined(small_model, tmp_path):
     path = tmp_path / "cut.csv"
     path.write_text("id,text,service\n1,late visit,North\n2,no call back,South\n3")
     summary = score_file(
-        str(council_model["model_dir"]),
+        str(small_model["model_dir"]),
         path,
         tmp_path / "o.csv",
         "text",
@@ -114,12 +114,12 @@ def test_truncated_file_last_row_is_quarantined(council_model, tmp_path):
     assert (summary.rows_in, summary.rows_scored, summary.rows_quarantined) == (3, 2, 1)
 
 
-def test_unsupported_file_type(tmp_path, council_model):
+def test_unsupported_file_type(tmp_path, small_model):
     path = tmp_path / "notes.docx"
     path.write_bytes(b"PK")
     with pytest.raises(InputError, match="unsupported file type"):
         score_file(
-            str(council_model["model_dir"]),
+            str(small_model["model_dir"]),
             path,
             tmp_path / "o.csv",
             "text",

@@ -91,3 +91,36 @@ def test_a_review_date_follows_the_same_rule_and_a_bad_one_is_reported_not_hidde
     reviews, problems = read_reviews(path)
     assert reviews["date"].tolist() == ["2024-05-14", ""]
     assert len(problems) == 1 and "R2: date 'next May' is not a date" in problems[0]["reason"]
+
+
+def test_the_nightly_reading_step_counts_quarantines_updates_details_and_rebatches(tmp_path):
+    """The nightly run's first step on a real (SQLite) store, without a model: what it yields
+    to score, what it quarantines and counts, and the complaint it updates in place."""
+    from pipelines import store
+    from pipelines.nightly import Night, _batches, _changed_rows
+    from pipelines.tables import TableWriter
+
+    settings = Settings(state_dir=tmp_path, chunk_rows=2)
+    engine = store.connect(settings.store)
+    path = tmp_path / "export.csv"
+    path.write_text(HEADER + "C1,2026-01-05,,North,late visit,,\nC2,2026-01-05,,North,lost form,,\n")
+    night = Night(settings, engine, "run-1", TODAY, model_version="1")
+    first = pd.concat(_changed_rows(night, [path], TableWriter(tmp_path / "q1.csv")), ignore_index=True)
+    tags = pd.DataFrame({"theme": "communication", "theme_confidence": 0.9, "themes": "communication",
+                         "needs_review": False, "evidence": "", "feedback_type": "complaint",
+                         "complaint_id": first["complaint_id"], "text_sha256": first["text_sha256"]})  # fmt: skip
+    store.start_run(engine, "run-1", "models:/m@champion", "1", {})
+    store.write_batch(engine, next(_batches([first], 10)), tags, "run-1", settings.model_name, "1")
+    path.write_text(
+        HEADER + "C1,2026-01-05,,South,late visit,,\nC2,2026-01-05,,North,lost form again,,\nC3,,,North,x,,\n"
+    )
+    night = Night(settings, engine, "run-2", TODAY, model_version="1")
+    quarantine = TableWriter(tmp_path / "q2.csv")
+    batches = list(_batches(_changed_rows(night, [path], quarantine), 1))
+    quarantine.close()
+    assert [b["complaint_id"].tolist() for b in batches] == [["C2"]]  # its text changed
+    assert "text_redacted" in batches[0] and night.counts["quarantined"] == 1  # C3: no received date
+    assert {k: night.counts[k] for k in ("rows_read", "new", "changed", "updated", "unchanged")} == {
+        "rows_read": 3, "new": 0, "changed": 1, "updated": 1, "unchanged": 0}  # fmt: skip
+    assert store.read_complaints(engine, ["C1"], ["complaint_id", "service"])["service"].tolist() == ["South"]
+    assert pd.read_csv(tmp_path / "q2.csv")["_reason"].tolist() == ["missing received date"]

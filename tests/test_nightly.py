@@ -21,6 +21,7 @@ from tests.conftest import run_cli
 THEMES = {"quality_of_service", "communication", "process_not_followed", "general_service", "staff_behaviour"}
 
 
+@pytest.mark.slow
 def test_default_run_trains_a_model_then_tags_the_sample_into_the_store(tmp_path):
     result = run_cli("nightly", state_dir=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -58,6 +59,7 @@ def test_default_run_trains_a_model_then_tags_the_sample_into_the_store(tmp_path
     assert full.returncode == 0 and len(pd.read_parquet(tmp_path / "all.parquet")) == len(sample)
 
 
+@pytest.mark.slow
 def test_without_public_data_a_demo_model_is_trained_on_the_sample(tmp_path):
     empty = tmp_path / "no_public_data"
     empty.mkdir()

@@ -36,6 +36,7 @@ def _run(name: str, parameters: dict) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_retrain_notebook_trains_registers_and_promotes_on_real_data(tmp_path, public_data_dir):
     out = _run(
         "retrain",
@@ -50,6 +51,7 @@ def test_retrain_notebook_trains_registers_and_promotes_on_real_data(tmp_path, p
     assert (tmp_path / "evaluation" / "complaint-themes-v1.csv").is_file()
 
 
+@pytest.mark.slow
 def test_explore_notebook_runs_on_real_feedback(tmp_path, public_data_dir):
     out = _run(
         "explore_themes", {"state_dir": str(tmp_path), "public_data_dir": str(public_data_dir), "demo_rows": 1500}

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 
 from pipelines import store
@@ -24,6 +25,7 @@ def test_the_gate_rule():
     assert gate({"macro_f1": 0.1, "per_theme_f1": {}}, None, 0.01, 0.05) == (True, "no champion yet")
 
 
+@pytest.mark.slow
 def test_a_worse_candidate_is_refused_and_a_better_one_promoted(tmp_path, fft, public_data_dir):
     state = tmp_path / "state"
     evaluation = tmp_path / "evaluation" / "fft-v1.csv"

@@ -1,5 +1,6 @@
-"""The one door to MLflow: only it (and the pyfunc model code) imports mlflow, and the model's
-saved form derives from the project's single definitions (output schema, dependencies)."""
+"""House rules: one door to MLflow (only it and the pyfunc model code import mlflow), short
+functions, and the model's saved form derived from single definitions (output schema,
+dependencies)."""
 
 import ast
 import tomllib
@@ -31,6 +32,21 @@ def test_only_the_tracking_module_imports_mlflow():
     importing = {str(p.relative_to(PROJECT_ROOT)) for p in files if _imports_mlflow(p)}
     assert "pipelines/tracking.py" in importing  # the check itself sees imports
     assert importing <= ALLOWED, f"mlflow imported outside the tracking module: {sorted(importing - ALLOWED)}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_in_the_package_or_cli_is_longer_than_80_lines():
+    files = [*sorted((PROJECT_ROOT / "pipelines").glob("*.py")), PROJECT_ROOT / "cli.py"]
+    long = [
+        f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in files
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno >= MAX_FUNCTION_LINES
+    ]
+    assert not long, f"split these into named steps: {long}"
 
 
 def test_output_schema_is_defined_once():

@@ -107,6 +107,7 @@ def test_scoring_in_workers_matches_in_process(council_model, settings, fft, tmp
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv"))
 
 
+@pytest.mark.slow
 def test_unknown_registered_model_is_a_clear_error(state_dir, tmp_path):
     path = tmp_path / "in.csv"
     pd.DataFrame({"text": ["late again"]}).to_csv(path, index=False)
@@ -116,6 +117,7 @@ def test_unknown_registered_model_is_a_clear_error(state_dir, tmp_path):
     assert "no-such-model" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_train_on_any_taxonomy_with_cross_validation(tmp_path, fft, state_dir):
     # The FFT's own 9 themes, no council taxonomy: labels are learned as they are.
     path = tmp_path / "fft_small.csv"
