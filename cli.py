@@ -400,7 +400,7 @@ def review_export(
 
     Example: python cli.py review export --output review-2026-11-26.xlsx
     """
-    from pipelines.review import export_review
+    from pipelines.corrections import export_review
     from pipelines.store import connect
 
     settings = _settings(config)
@@ -420,7 +420,7 @@ def review_import(
 
     Example: python cli.py review import review-2026-11-26.xlsx --reviewer "A. Analyst"
     """
-    from pipelines.review import import_review
+    from pipelines.corrections import import_review
     from pipelines.store import connect
 
     settings = _settings(config)

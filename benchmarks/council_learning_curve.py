@@ -19,7 +19,7 @@ substantive theme of the test complaints (3 themes), with the export's feedback 
 as the nightly run scores them; macro-F1 is over those 3 themes.
 
 "Review-queue order" labels the pool in the order ``cli.py review export`` lists it, from
-the cold-start model's scores (:func:`pipelines.review.teaching_order`).
+the cold-start model's scores (:func:`pipelines.corrections.teaching_order`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from pipelines.config import Settings
-from pipelines.review import teaching_order
+from pipelines.corrections import teaching_order
 from pipelines.taxonomy import Taxonomy
 from pipelines.themes import make_pipeline, tag
 from pipelines.train import LabelledData, _fit_params, public_labelled, with_training_sources

@@ -5,7 +5,7 @@ Writes benchmarks/results/learning_quality.json. Run:
 
 * extraction: share of the hand-marked learning points in tests/data/pfd_learning_points.csv
   that extraction returns with the same boundaries;
-* theme recovery (pipelines.evaluation: Hungarian matching of themes to groups by report-set
+* theme recovery (pipelines.learning_metrics: Hungarian matching of themes to groups by report-set
   F1, the chance level of random groups of the same sizes, adjusted) on the development file
   pfd_road_traffic_dev.csv (silver labels, 47 themes with 4+ reports): our grouping (of the
   points' passages; scored on the rows `cli.py learning` writes, one per point and group), with
@@ -32,19 +32,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from pipelines.datasets import fetch_pfd_reports, fetch_pfd_reviews, fetch_pfd_road_traffic, pfd_as_reviews
 from pipelines.encoder import get_encoder
-from pipelines.evaluation import boundary_agreement, theme_recovery
-from pipelines.learning import (
-    Grouping,
-    assign_groups,
-    extract_points,
-    extract_review_points,
-    fit_groups,
-    load_seed_themes,
-    passages,
-    point_rows,
-    read_review_document,
-    text_keys,
-)
+from pipelines.grouping import Grouping, assign_groups, fit_groups, load_seed_themes, passages, point_rows, text_keys
+from pipelines.learning_metrics import boundary_agreement, theme_recovery
+from pipelines.reviews import extract_points, extract_review_points, read_review_document
 from pipelines.text import make_nlp
 
 ROOT = Path(__file__).parent.parent

@@ -31,7 +31,8 @@ from pipelines.datasets import (
     fetch_pfd_road_traffic,
 )
 from pipelines.encoder import BATCH_SIZE, MAX_SEQ_LENGTH, get_encoder
-from pipelines.learning import Grouping, assign_groups, extract_review_points, fit_groups, passages
+from pipelines.grouping import Grouping, assign_groups, fit_groups, passages
+from pipelines.reviews import extract_review_points
 from pipelines.text import make_nlp
 
 RESULTS = Path(__file__).parent / "results" / "learning_speed.json"

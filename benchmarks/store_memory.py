@@ -135,7 +135,7 @@ def run_task(task: str, url: str, scratch: Path) -> None:
     settings = Settings(state_dir=scratch / "state", store=url)
     engine = store.connect(url)
     if task == "review_export":
-        from pipelines.review import export_review
+        from pipelines.corrections import export_review
 
         export_review(engine, settings, scratch / "review.xlsx", limit=2_000)
     elif task == "train_from_store":

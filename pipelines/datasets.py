@@ -90,7 +90,7 @@ def sample_complaints_path(data_dir: str | Path | None = None) -> Path:
 
 
 def fetch_pfd_reviews(data_home=None) -> pd.DataFrame:
-    """The coroners' reports as reviews for :mod:`pipelines.learning`: ``report_id``, ``text``
+    """The coroners' reports as reviews for :mod:`pipelines.reviews`: ``report_id``, ``text``
     (the matters of concern), ``date``, ``team`` (empty) and ``names`` (the deceased's name
     words, from "the death of ..." in the investigation, for redaction)."""
     return pfd_as_reviews(fetch_pfd_reports(data_home))

@@ -8,7 +8,7 @@ import pandas as pd
 
 from pipelines.config import Settings
 from pipelines.intake import ExportReader, LatestSource, classify, prepare
-from pipelines.learning import read_reviews
+from pipelines.reviews import read_reviews
 from pipelines.store import short_hash
 
 TODAY = dt.date(2026, 3, 2)

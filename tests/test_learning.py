@@ -17,21 +17,19 @@ from pipelines.encoder import (
     transport_folder,
     verify_encoder,
 )
-from pipelines.evaluation import boundary_agreement, theme_recovery
-from pipelines.learning import (
+from pipelines.grouping import (
     GENERIC_WORDS,
     Grouping,
     assign_groups,
-    extract_points,
-    extract_review_points,
     fit_groups,
     load_seed_themes,
     passages,
     point_rows,
-    read_review_document,
-    run_learning,
     text_keys,
 )
+from pipelines.learning import run_learning
+from pipelines.learning_metrics import boundary_agreement, theme_recovery
+from pipelines.reviews import extract_points, extract_review_points, read_review_document
 from pipelines.text import person_names
 from tests.conftest import run_cli
 
@@ -396,9 +394,9 @@ def test_an_older_store_gains_the_representative_point_column(tmp_path):
 
 @pytest.mark.slow
 def test_large_inputs_are_grouped_in_rounds_with_the_same_rules(pfd_points, pfd_embeddings, monkeypatch):
-    import pipelines.learning as learning
+    import pipelines.grouping as grouping_module
 
-    monkeypatch.setattr(learning, "LINKAGE_POINTS", 500)  # 981 points: a first batch, then rounds
+    monkeypatch.setattr(grouping_module, "LINKAGE_POINTS", 500)  # 981 points: a first batch, then rounds
     grouping, assigned = fit_groups(pfd_points, random_state=0, embeddings=pfd_embeddings)
     again, assigned_again = fit_groups(pfd_points, random_state=0, embeddings=pfd_embeddings)
     assert (assigned == assigned_again).all()
@@ -444,7 +442,8 @@ def test_a_point_is_in_every_group_one_of_its_passages_is_in():
 
 
 def test_an_outdated_saved_grouping_is_set_aside_and_its_ids_never_reused(tmp_path, public_data_dir):
-    from pipelines.learning import REPRESENTATION, group_reviews
+    from pipelines.grouping import REPRESENTATION
+    from pipelines.learning import group_reviews
 
     reports = pd.read_csv(public_data_dir / "pfd_suicide_reports.csv", dtype=str, keep_default_na=False).head(40)
     reports.to_csv(tmp_path / "reviews.csv", index=False)

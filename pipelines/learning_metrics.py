@@ -26,7 +26,7 @@ def boundary_agreement(gold: pd.DataFrame, texts: pd.Series) -> tuple[int, int]:
     (the first 12 hex digits of the marked span's SHA-1, so a changed source text is caught);
     ``texts``: each report's text, indexed by report id.
     """
-    from pipelines.learning import extract_points
+    from pipelines.reviews import extract_points
     from pipelines.text import normalise
 
     matched = total = 0

@@ -108,7 +108,7 @@ def test_review_import_names_the_file_when_it_is_not_a_review_file(tagged_store,
 
 
 def test_teaching_order_puts_uncertain_texts_first_spread_and_near_duplicates_last():
-    from pipelines.review import teaching_order
+    from pipelines.corrections import teaching_order
 
     texts = [
         "The carer was late again this morning.",  # confident
