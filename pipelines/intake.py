@@ -36,7 +36,6 @@ DETAIL_FIELDS = [
     "feedback_type_given",
     "learning_completed_date",
 ]
-CHANGE_COUNTS = ["new", "changed", "updated", "unchanged"]
 
 
 def exports_in(folder: Path) -> list[Path]:
