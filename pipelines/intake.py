@@ -18,7 +18,6 @@ import pandas as pd
 from pipelines.config import Settings
 from pipelines.datasets import sample_complaints_path, sha256_of
 from pipelines.deadlines import acknowledgement_deadline, learning_stage
-from pipelines.score import split_unknown_types
 from pipelines.store import short_hash
 from pipelines.tables import ROW, RowChecks, SeenIds, SqlTable, iter_chunks, parse_dates
 from pipelines.taxonomy import Taxonomy
@@ -77,7 +76,8 @@ class ExportReader:
         cols = self.columns
         required = [cols["complaint_id"], cols["text"], cols["received_date"]]
         path = source.name if isinstance(source, SqlTable) else str(source)
-        checks = RowChecks(path, cols["text"], cols["complaint_id"], self.settings.max_text_chars)
+        types = (cols["feedback_type_given"], self.feedback_types)
+        checks = RowChecks(path, cols["text"], cols["complaint_id"], self.settings.max_text_chars, types)
         chunks = (
             source.iter_chunks(self.settings.chunk_rows, required)
             if isinstance(source, SqlTable)
@@ -86,9 +86,6 @@ class ExportReader:
         name = Path(path).name if isinstance(source, Path) else path
         for chunk in chunks:
             good, bad = checks.split(chunk)
-            if cols["feedback_type_given"] in good.columns:
-                good, bad_type = split_unknown_types(good, cols["feedback_type_given"], self.feedback_types, path)
-                bad = pd.concat([bad, bad_type]) if len(bad_type) else bad
             rows, bad_dates = self._dated(good, path)
             bad_all = pd.concat([b for b in (bad, bad_dates) if len(b)], ignore_index=True) if len(bad_dates) else bad
             yield rows.assign(source_file=name).reset_index(drop=True), bad_all.reindex(columns=self.quarantine_columns)

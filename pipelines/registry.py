@@ -177,8 +177,6 @@ def model_card(name: str, version: str, info: dict, run_id: str, params: dict) -
     limits, intended use and date."""
     import datetime as dt
 
-    from pipelines.config import PROJECT_ROOT
-
     evaluation = info.get("evaluation", {})
     per_theme = evaluation.get("per_theme", {})
     taxonomy = info.get("taxonomy") or {}
@@ -220,17 +218,11 @@ def model_card(name: str, version: str, info: dict, run_id: str, params: dict) -
         "## Known limits",
         "",
     ]
-    bench = PROJECT_ROOT / "benchmarks" / "results" / "theme_accuracy.json"
-    if bench.is_file():
-        figures = json.loads(bench.read_text())
-        same = figures.get("fft_phase1_9_themes", {}).get("macro_f1")
-        cross = figures.get("cross_organisation_AB_to_C", {}).get("macro_f1")
-        if same and cross:
-            lines.append(
-                f"- Accuracy drops on another organisation's feedback: on NHS FFT phase 1, macro-F1 {same:.3f} on held-out"
-                f" texts of the same trusts, {cross:.3f} on a trust not seen in training (benchmarks/theme_accuracy.py)."
-                " Check a council's own sample before relying on the tags."
-            )
+    # Figures come from the model's own run (``info``), never from files beside the code.
+    lines.append(
+        "- Accuracy drops on another organisation's feedback: benchmarks/theme_accuracy.py measures it on a trust"
+        " not seen in training (figures in the README). Check a council's own sample before relying on the tags."
+    )
     lines += [
         "- The default model learns from NHS Friends and Family Test feedback mapped onto the council's themes by"
         " a crosswalk, not from council complaints; retrain on the council's own labels when there are enough.",

@@ -27,11 +27,6 @@ from pipelines.config import Settings
 from pipelines.schema import FEEDBACK_TYPE_INPUT, OUTPUT_COLUMNS, OUTPUT_SCHEMA
 from pipelines.tables import READER_COLUMNS, ROW, InputError, RowChecks, TableWriter, iter_chunks
 from pipelines.text import redact
-from pipelines.themes import (
-    known_types,
-    normalise_types,
-    unknown_types,
-)
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +63,6 @@ def score_texts(model_path: str, texts: list[str], given_types: list[str] | None
 def model_feedback_types(model_path: str) -> dict[str, str]:
     """Theme -> feedback type, as the model at ``model_path`` was trained (empty without a taxonomy)."""
     return tracking.load_model(model_path).unwrap_python_model().info.get("feedback_types") or {}
-
-
-def split_unknown_types(
-    chunk: pd.DataFrame, column: str, feedback_types: dict[str, str], source: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows whose ``column`` is empty or a known feedback type, the rest with ``_reason``)."""
-    given = normalise_types(chunk[column].tolist())
-    bad = unknown_types(given, feedback_types)
-    reasons = [
-        f"{column} {str(v)[:40]!r} is not a feedback type of the taxonomy ({', '.join(known_types(feedback_types))})"
-        for v in chunk.loc[bad, column]
-    ]
-    quarantined = chunk[bad].assign(_reason=reasons, _column=column, _file=source)
-    return chunk[~bad], quarantined
 
 
 def score_frame(frame: pd.DataFrame, model_path: str, text_column: str) -> pd.DataFrame:
@@ -121,7 +102,9 @@ def score_file(
     first = next(chunks, None)  # raises InputError early for a missing or empty file or column
     model_path = tracking.resolve_model(model_uri, settings)
     types = _types_to_check(model_uri, model_path, type_column)
-    checks = RowChecks(str(input_path), text_column, id_column, settings.max_text_chars)
+    checks = RowChecks(
+        str(input_path), text_column, id_column, settings.max_text_chars, (type_column, types) if type_column else None
+    )
     writer, quarantine = TableWriter(output_path), TableWriter(quarantine_path, private=True)
     rows_in = 0
     columns: list[str] | None = None
@@ -130,9 +113,6 @@ def score_file(
         nonlocal rows_in, columns
         for chunk in _chain(first, chunks):
             good, bad = checks.split(chunk)
-            if type_column:
-                good, bad_type = split_unknown_types(good, type_column, types, str(input_path))
-                bad = pd.concat([bad, bad_type]) if len(bad_type) else bad
             rows_in += len(chunk)
             if columns is None:
                 columns = [c for c in good.columns if c != ROW]  # input names, as quarantine keeps them
@@ -325,52 +305,34 @@ def score_spark(df, model_uri: str, text_column: str, settings: Settings, type_c
 
 
 def spark_row_checks(df, text_column: str, id_column: str | None, max_chars: int, source: str, types=None):
-    """(good rows, quarantined rows) with the local scorer's reasons: empty or oversized text,
-    a feedback type not known (``types``: (column, theme -> type map)), missing id, duplicate
-    id (every occurrence after the first, by row number)."""
+    """(good rows, quarantined rows) by the local engine's own rules (:class:`RowChecks`): Spark
+    finds where each id first occurs (across partitions), then every batch of rows is checked
+    by the same function the local engine uses."""
     _, Window, F = _pyspark()
     if ROW in df.columns:  # numbered by the project's reader (CSV staged through it)
         numbered, df = df.withColumn(ROW, F.col(ROW).cast("long")), df.drop(ROW)
     else:
         numbered = df.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF([*df.columns, ROW])
-    text = F.coalesce(F.col(text_column), F.lit(""))
-    reason = F.when(F.trim(text) == "", F.lit("empty text")).when(
-        F.length(text) > max_chars,
-        F.concat(F.lit(f"text longer than {max_chars} characters ("), F.length(text).cast("string"), F.lit(")")),
-    )
-    column = F.when(reason.isNotNull(), F.lit(text_column))
-    if types:
-        reason, column = _spark_type_check(F, reason, column, *types)
     if id_column:
         ident = F.trim(F.coalesce(F.col(id_column), F.lit("")))
-        first = F.min(ROW).over(Window.partitionBy(ident))
-        missing = reason.isNull() & (ident == "")
-        duplicate = reason.isNull() & ~missing & (F.col(ROW) != first)
-        reason = (
-            F.when(missing, F.lit("missing id"))
-            .when(
-                duplicate,
-                F.concat(F.lit("duplicate id '"), ident, F.lit("' (first at row "), first.cast("string"), F.lit(")")),
-            )
-            .otherwise(reason)
-        )
-        column = F.when(missing | duplicate, F.lit(id_column)).otherwise(column)
-    checked = numbered.withColumn("_reason", reason).withColumn("_column", column)
+        first = F.when(ident != "", F.min(ROW).over(Window.partitionBy(ident)))
+        numbered = numbered.withColumn("_first", first)
+    checks = RowChecks(source, text_column, id_column, max_chars, types)
+
+    def check(batches):
+        for batch in batches:
+            reason, column = checks.reasons(batch, batch["_first"] if id_column else None)
+            yield batch.assign(_reason=reason.astype(object), _column=column.astype(object))
+
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType([*numbered.schema.fields, StructField("_reason", StringType()), StructField("_column", StringType())])  # fmt: skip
+    checked = numbered.mapInPandas(check, schema=schema)
+    if id_column:
+        checked = checked.drop("_first")
     good = checked.where(F.col("_reason").isNull()).drop("_reason", "_column")
     bad = checked.where(F.col("_reason").isNotNull()).withColumn("_file", F.lit(source))
     return good, bad.select("_file", ROW, "_column", "_reason", *df.columns)
-
-
-def _spark_type_check(F, reason, column, type_column: str, feedback_types: dict[str, str]):
-    """The Spark form of :func:`split_unknown_types`, chained after the text checks."""
-    given = F.lower(F.trim(F.coalesce(F.col(type_column), F.lit(""))))
-    bad = reason.isNull() & ~given.isin(["", *known_types(feedback_types)])
-    why = F.concat(
-        F.lit(f"{type_column} '"),
-        F.substring(F.col(type_column), 1, 40),
-        F.lit(f"' is not a feedback type of the taxonomy ({', '.join(known_types(feedback_types))})"),
-    )
-    return F.when(bad, why).otherwise(reason), F.when(bad, F.lit(type_column)).otherwise(column)
 
 
 def stage_csv(input_path: Path, staging: Path, required: list[str], settings: Settings) -> tuple[Path, Path | None]:

@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.schema import known_types, normalise_types, unknown_types
+
 log = logging.getLogger(__name__)
 
 ROW = "source_row"  # 1-based data row number in the source file (header excluded)
@@ -434,55 +436,74 @@ class SeenIds:
 
 @dataclass
 class RowChecks:
-    """Per-row validation for scoring: empty or oversized text, missing or duplicate id."""
+    """Per-row validation, one definition for the local and the Spark engine. A row gets the
+    first reason that applies, in this order: a reader's reason (a malformed record), empty
+    text, text longer than ``max_chars``, a feedback type the taxonomy does not know (with
+    ``types``: (column, theme -> type map); empty means unknown), missing id, duplicate id
+    (every occurrence after the first, by row number)."""
 
     source: str
     text_column: str
     id_column: str | None
     max_chars: int
+    types: tuple[str, dict] | None = None
     seen: SeenIds = field(default_factory=lambda: SeenIds())
 
     def split(self, chunk: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(good rows, quarantined rows with ``_reason`` and ``_column``)."""
-        reason = (
-            chunk["_reason"].astype(object)
-            if "_reason" in chunk.columns
-            else pd.Series(None, index=chunk.index, dtype=object)
-        )
-        column = pd.Series(None, index=chunk.index, dtype=object)
-        column[reason.notna()] = ""
-        text = (
-            chunk[self.text_column].fillna("").astype(str)
-            if self.text_column in chunk.columns
-            else pd.Series("", index=chunk.index)
-        )
-        length = text.str.len()
-        empty = reason.isna() & (text.str.strip() == "")
-        reason[empty], column[empty] = "empty text", self.text_column
-        huge = reason.isna() & (length > self.max_chars)
-        reason[huge] = "text longer than " + str(self.max_chars) + " characters (" + length[huge].astype(str) + ")"
-        column[huge] = self.text_column
+        """(good rows, quarantined rows with ``_reason``, ``_column`` and ``_file``), ids
+        remembered across chunks (local engine)."""
+        first = None
         if self.id_column:
-            ids = (
-                chunk[self.id_column].fillna("").astype(str).str.strip()
-                if self.id_column in chunk
-                else pd.Series("", index=chunk.index)
-            )
-            missing = reason.isna() & (ids == "")
-            reason[missing], column[missing] = "missing id", self.id_column
-            # Every occurrence of an id counts, even in a row quarantined for another reason:
-            # two rows with one id are ambiguous, so neither later one is scored silently.
+            ids = self._ids(chunk)
             present = (ids != "").to_numpy()
-            first = self.seen.first_rows(ids[present].to_numpy(dtype=object), chunk.loc[present, ROW].to_numpy())
-            dup_index = chunk.index[present][first != chunk.loc[present, ROW].to_numpy()]
-            dup_index = dup_index[reason[dup_index].isna().to_numpy()]
-            first_of = pd.Series(first, index=chunk.index[present])
-            reason[dup_index] = [f"duplicate id {ids[i]!r} (first at row {first_of[i]})" for i in dup_index]
-            column[dup_index] = self.id_column
+            first = pd.Series(np.nan, index=chunk.index)
+            first[present] = self.seen.first_rows(
+                ids[present].to_numpy(dtype=object), chunk.loc[present, ROW].to_numpy()
+            )
+        reason, column = self.reasons(chunk, first)
         bad = reason.notna()
         quarantined = chunk[bad].assign(_reason=reason[bad], _column=column[bad], _file=self.source)
-        good = chunk[~bad].drop(columns=READER_COLUMNS, errors="ignore")
-        return good, quarantined
+        return chunk[~bad].drop(columns=READER_COLUMNS, errors="ignore"), quarantined
+
+    def reasons(self, chunk: pd.DataFrame, first_rows: pd.Series | None) -> tuple[pd.Series, pd.Series]:
+        """(reason, column) per row, None where the row is good. ``first_rows``: the row number
+        at which each row's id first occurs (however the engine found it; NaN for no id)."""
+        reason = chunk["_reason"].astype(object) if "_reason" in chunk.columns else pd.Series(None, index=chunk.index, dtype=object)  # fmt: skip
+        column = pd.Series(None, index=chunk.index, dtype=object)
+        column[reason.notna()] = ""
+
+        def flag(mask, why, where):
+            mask = reason.isna() & mask
+            reason[mask], column[mask] = (why[mask] if isinstance(why, pd.Series) else why), where
+
+        text = chunk[self.text_column].fillna("").astype(str) if self.text_column in chunk.columns else pd.Series("", index=chunk.index)  # fmt: skip
+        length = text.str.len()
+        flag(text.str.strip() == "", "empty text", self.text_column)
+        flag(length > self.max_chars, f"text longer than {self.max_chars} characters (" + length.astype(str) + ")", self.text_column)  # fmt: skip
+        if self.types is not None and self.types[0] in chunk.columns:
+            type_column, feedback_types = self.types
+            given = chunk[type_column]
+            why = given.map(lambda v: f"{type_column} {str(v)[:40]!r} is not a feedback type of the taxonomy ({', '.join(known_types(feedback_types))})")  # fmt: skip
+            flag(pd.Series(unknown_types(normalise_types(given.tolist()), feedback_types), index=chunk.index), why, type_column)  # fmt: skip
+        if self.id_column:
+            ids = self._ids(chunk)
+            flag(ids == "", "missing id", self.id_column)
+            rows = pd.to_numeric(chunk[ROW])
+            duplicate = (ids != "") & first_rows.notna() & (first_rows != rows)
+            why = (
+                "duplicate id "
+                + ids.map(repr)
+                + " (first at row "
+                + first_rows.fillna(0).astype("int64").astype(str)
+                + ")"
+            )
+            flag(duplicate, why, self.id_column)
+        return reason, column
+
+    def _ids(self, chunk: pd.DataFrame) -> pd.Series:
+        if self.id_column not in chunk:
+            return pd.Series("", index=chunk.index)
+        return chunk[self.id_column].fillna("").astype(str).str.strip()
 
 
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:

@@ -46,7 +46,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 from spacy.lang.en.stop_words import STOP_WORDS
 
-from pipelines.schema import FEEDBACK_TYPE_INPUT
+from pipelines.schema import FEEDBACK_TYPE_INPUT, known_types, normalise_types, unknown_types
 from pipelines.text import Redactor, as_text
 
 LABEL_SEPARATOR = ";"
@@ -619,21 +619,6 @@ def _objects(values) -> pd.Series:
     """A column of Python strings: pandas 3 would otherwise copy each one into Arrow, which
     costs more than building the rest of the frame."""
     return pd.Series(values, dtype=object)
-
-
-def known_types(feedback_types: dict[str, str] | None) -> list[str]:
-    """The feedback types a model's themes belong to (lower case), in taxonomy order."""
-    return list(dict.fromkeys(str(t).strip().lower() for t in (feedback_types or {}).values()))
-
-
-def normalise_types(values) -> np.ndarray:
-    """Given feedback types as lower-case stripped strings; missing values become "" (unknown)."""
-    return np.array(["" if v is None or v != v else str(v).strip().lower() for v in values], dtype=object)
-
-
-def unknown_types(given: np.ndarray, feedback_types: dict[str, str] | None) -> np.ndarray:
-    """True where a given type is neither empty nor one of the model's types."""
-    return (given != "") & ~np.isin(given, known_types(feedback_types))
 
 
 def restrict_to_given_types(

@@ -41,9 +41,9 @@ def _records(path):
     return by_pandas
 
 
-def _check_score(case, folder, out_dir, council_model, state_dir):
+def _check_score(case, folder, out_dir, small_model, state_dir):
     out, held = out_dir / f"{case.file}.out.csv", out_dir / f"{case.file}.quarantine.csv"
-    result = run_cli("score", "--model", str(council_model["model_dir"]), "--input", str(folder / case.file),
+    result = run_cli("score", "--model", str(small_model["model_dir"]), "--input", str(folder / case.file),
                      "--text-column", "text", "--id-column", "complaint_id", "--output", str(out),
                      "--quarantine", str(held), env={"LFF_N_JOBS": "1"}, state_dir=state_dir)  # fmt: skip
     where = f"{case.name}: exit {result.returncode}\n{result.stderr[-1500:]}"
@@ -75,12 +75,12 @@ def _check_score(case, folder, out_dir, council_model, state_dir):
 
 
 @pytest.mark.slow
-def test_every_case_through_cli_score(corpus, council_model, state_dir, tmp_path):
+def test_every_case_through_cli_score(corpus, small_model, state_dir, tmp_path):
     folder, cases = corpus
 
     def check(case):
         try:
-            _check_score(case, folder, tmp_path, council_model, state_dir)
+            _check_score(case, folder, tmp_path, small_model, state_dir)
         except AssertionError as err:
             return str(err)
 
