@@ -132,13 +132,13 @@ def train(
 
 
 def _store_training_set(settings, taxonomy: Path | None) -> tuple:
-    """(file, text column, label column, taxonomy) of the store's labelled complaints."""
+    """(labelled rows, text column, label column, taxonomy) of the store's labelled complaints."""
     from pipelines.store import connect
     from pipelines.train import assemble_training_set
 
-    path, fingerprint = _guarded(lambda: assemble_training_set(connect(settings.store), settings))
-    typer.echo(f"training set from the store: {path} (sha256 {fingerprint[:12]})", err=True)
-    return path, "text", "theme", taxonomy or settings.taxonomy_path
+    rows, fingerprint = _guarded(lambda: assemble_training_set(connect(settings.store)))
+    typer.echo(f"training set from the store: {len(rows)} labelled complaints (sha256 {fingerprint[:12]})", err=True)
+    return rows, "text", "theme", taxonomy or settings.taxonomy_path
 
 
 def _print_training(result, register: str | None) -> None:

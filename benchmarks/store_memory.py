@@ -141,8 +141,8 @@ def run_task(task: str, url: str, scratch: Path) -> None:
     elif task == "train_from_store":
         from pipelines.train import assemble_training_set, train
 
-        path, _ = assemble_training_set(engine, settings)
-        train(path, "text", "theme", taxonomy_path=settings.taxonomy_path, settings=settings)
+        labelled, _ = assemble_training_set(engine)
+        train(labelled, "text", "theme", taxonomy_path=settings.taxonomy_path, settings=settings)
     elif task == "report":
         from pipelines.reports import run_reports
 

@@ -76,12 +76,12 @@ held_out["theme"].value_counts().rename("evaluation texts")
 own = None
 if use_corrections:
     try:
-        own, fingerprint = assemble_training_set(engine, settings)
+        own, fingerprint = assemble_training_set(engine)
     except ValueError as err:  # nothing labelled in the store yet
         print(err)
 if own is not None:
     training = {"input_path": own, "text_column": "text", "label_column": "theme", "add_public_data": True}
-    print(pd.read_csv(own, dtype=str)["theme"].value_counts().rename("council labels"))
+    print(own["theme"].value_counts().rename("council labels"))
 else:
     training = {"input_path": labelled, "text_column": text_column, "label_column": label_column, "crosswalk_path": walk}
 

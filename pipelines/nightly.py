@@ -80,7 +80,7 @@ def train_default_model(settings: Settings, engine=None) -> None:
         )
         return
     try:
-        own, _ = assemble_training_set(engine, settings) if engine is not None else (None, "")
+        own, _ = assemble_training_set(engine) if engine is not None else (None, "")
     except InputError:  # nothing labelled in the store yet
         own = None
     if own is not None:

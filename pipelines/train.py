@@ -68,7 +68,7 @@ class TrainResult:
 
 
 def load_labelled(
-    input_path: str | Path,
+    input_path: str | Path | pd.DataFrame,
     text_column: str,
     label_column: str,
     multi_label: bool = False,
@@ -85,11 +85,12 @@ def load_labelled(
 
     The finer labels the model also learns (single-label only) are ``sub_label_column`` when
     given, else the crosswalk's codes, else the taxonomy sub-themes the labels named.
+    ``input_path`` may also be a frame already in memory (e.g. the store's labelled complaints).
     """
-    input_path = Path(input_path)
+    required = [text_column, label_column, *([sub_label_column] if sub_label_column else [])]
+    input_path, frame, source_sha256 = _labelled_table(input_path, required)
     if sub_label_column and multi_label:
         raise InputError(f"{input_path}: --sub-label-column is for single-label training, not --multi-label")
-    frame = read_table(input_path, [text_column, label_column, *([sub_label_column] if sub_label_column else [])])
     dropped = {}
     taxonomy = None
     if crosswalk_path and not taxonomy_path:
@@ -137,11 +138,29 @@ def load_labelled(
         multi_label=multi_label,
         feedback_types=taxonomy.feedback_type_of() if taxonomy else {},
         dropped=dropped,
-        source_sha256=sha256_of(input_path),
+        source_sha256=source_sha256,
         taxonomy=taxonomy,
         sub_labels=None if sub_labels is None else sub_labels.reset_index(drop=True),
         sub_label_source=sub_source if sub_labels is not None else "",
     )
+
+
+def _labelled_table(source, required: list[str]) -> tuple[str | Path, pd.DataFrame, str]:
+    """(name for messages, the rows as text, sha256) of a labelled file or frame."""
+    if not isinstance(source, pd.DataFrame):
+        return Path(source), read_table(source, required), sha256_of(source)
+    missing = [c for c in required if c not in source.columns]
+    if missing:
+        raise InputError(f"the training set has no column {missing[0]!r}; columns are: {', '.join(source.columns)}")
+    frame = source.fillna("").astype(str)
+    return "the training set", frame, frame_sha256(frame[required])
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """A fingerprint of a frame's content (its values, row by row, in order)."""
+    import hashlib
+
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
 
 
 def public_labelled(settings: Settings, taxonomy_path: str | Path | None = None) -> LabelledData:
@@ -399,7 +418,7 @@ def train(
         data, evaluation_set = _without_evaluation_set(data, Path(settings.evaluation_file))
     fitted = fit_and_evaluate(data, settings, holdout, cv)
     source = {
-        "input_file": Path(input_path).name,
+        "input_file": "results store" if isinstance(input_path, pd.DataFrame) else Path(input_path).name,
         "text_column": text_column,
         "label_column": label_column,
         "crosswalk": Path(crosswalk_path).name if crosswalk_path else "",
@@ -602,43 +621,21 @@ def _labelled_rows(chunk: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def assemble_training_set(engine, settings: Settings) -> tuple[Path, str]:
-    """The council's own labelled complaints from the results store as a training file, and its
-    fingerprint: the theme recorded in the exports, overridden by the latest analyst correction
-    (the latest human label wins). Text is the store's redacted text.
+def assemble_training_set(engine) -> tuple[pd.DataFrame, str]:
+    """The council's own labelled complaints from the results store, and their fingerprint:
+    the theme recorded in the exports, overridden by the latest analyst correction (the latest
+    human label wins). Text is the store's redacted text. Read by query in chunks, so only the
+    labelled rows (never the whole store) are held; passed to :func:`train` as a frame.
 
-    Returns (path of the CSV with columns complaint_id, text, theme; sha256 fingerprint).
+    Returns (frame with columns complaint_id, text, theme, label_source; sha256 fingerprint).
     """
-    import hashlib
-
     from pipelines import store
 
-    digest = hashlib.sha256()
-    # Written under a temporary name, then named by its fingerprint once complete.
-    partial = settings.state / "training" / "training-partial.csv"
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    written = corrections = 0
-    for chunk in store.iter_labelled(engine):  # by query, in chunks: memory does not grow with the store
-        rows = _labelled_rows(chunk)
-        for cid, text, theme in zip(rows["complaint_id"], rows["text"], rows["theme"]):
-            digest.update(f"{cid}\x1f{theme}\x1f{text}\n".encode())
-        rows.to_csv(partial, mode="a" if written else "w", header=not written, index=False)
-        written += len(rows)
-        corrections += int((rows["label_source"] != "export").sum())
-    if not written:
-        partial.unlink(missing_ok=True)
+    parts = [_labelled_rows(chunk) for chunk in store.iter_labelled(engine)]
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if rows.empty:
         raise InputError("the results store holds no labelled complaints (no export themes, no corrections)")
-    fingerprint = digest.hexdigest()
-    path = partial.with_name(f"training-{fingerprint[:12]}.csv")
-    partial.replace(path)
-    log.info(
-        "training set assembled",
-        extra={
-            "fields": {
-                "rows": written,
-                "corrections": corrections,
-                "sha256": fingerprint,
-            }
-        },
-    )
-    return path, fingerprint
+    fingerprint = frame_sha256(rows[["text", "theme"]])
+    corrections = int((rows["label_source"] != "export").sum())
+    log.info("training set assembled", extra={"fields": {"rows": len(rows), "corrections": corrections, "sha256": fingerprint}})  # fmt: skip
+    return rows, fingerprint

@@ -89,12 +89,12 @@ def test_review_round_trip_with_bad_rows_then_retraining_uses_the_analysts_theme
     assert tagged.loc[ids[0], "analyst_theme"] == "quality_of_service"
     assert tagged.loc[ids[0], "theme"] == frame.loc[0, "model_theme"]
     # Retraining: the training set holds the analyst's labels for the corrected complaints.
-    path, fingerprint = assemble_training_set(engine, settings)
-    training = pd.read_csv(path, dtype=str).set_index("complaint_id")
+    training, fingerprint = assemble_training_set(engine)
+    training = training.set_index("complaint_id")
     assert training.loc[ids[0], "theme"] == "quality_of_service"
     assert training.loc[ids[1], "theme"] == "communication" and training.loc[ids[2], "theme"] == "communication"
     assert (training.loc[ids[:3], "label_source"] == "analyst correction").all()
-    assert len(fingerprint) == 64 and fingerprint[:12] in path.name
+    assert len(fingerprint) == 64 and not list(settings.state.glob("training/*.csv"))  # no copy on disk
     trained = run_cli("train", "--from-store", env=env, state_dir=state)
     assert trained.returncode == 0, trained.stderr
     assert "training set from the store" in trained.stderr and "macro-F1" in trained.stdout
