@@ -830,9 +830,10 @@ def people_theme(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """(theme people gave each complaint, whether it is an analyst's correction): people decide,
     so the latest correction wins over the theme recorded in the export; blank when neither."""
     export = frame["human_theme"].fillna("").astype(str).str.strip()
-    analyst = frame["analyst_theme"].fillna("").astype(str).str.strip() if "analyst_theme" in frame else export
-    corrected = (analyst != "") & ("analyst_theme" in frame)
-    return analyst.where(analyst != "", export), corrected
+    if "analyst_theme" not in frame:
+        return export, pd.Series(False, index=frame.index)
+    analyst = frame["analyst_theme"].fillna("").astype(str).str.strip()
+    return analyst.where(analyst != "", export), analyst != ""
 
 
 def in_chunks(ids: list, size: int = 500):

@@ -473,31 +473,27 @@ class RowChecks:
         column[reason.notna()] = ""
 
         def flag(mask, why, where):
+            """Give the rows of ``mask`` still without a reason this one; ``why`` is the text,
+            or a function of those rows' positions that writes it (only for the rows flagged)."""
             mask = reason.isna() & mask
-            reason[mask], column[mask] = (why[mask] if isinstance(why, pd.Series) else why), where
+            if mask.any():
+                reason[mask], column[mask] = (why(mask) if callable(why) else why), where
 
         text = chunk[self.text_column].fillna("").astype(str) if self.text_column in chunk.columns else pd.Series("", index=chunk.index)  # fmt: skip
         length = text.str.len()
         flag(text.str.strip() == "", "empty text", self.text_column)
-        flag(length > self.max_chars, f"text longer than {self.max_chars} characters (" + length.astype(str) + ")", self.text_column)  # fmt: skip
+        flag(length > self.max_chars, lambda m: f"text longer than {self.max_chars} characters (" + length[m].astype(str) + ")", self.text_column)  # fmt: skip
         if self.types is not None and self.types[0] in chunk.columns:
             type_column, feedback_types = self.types
             given = chunk[type_column]
-            why = given.map(lambda v: f"{type_column} {str(v)[:40]!r} is not a feedback type of the taxonomy ({', '.join(known_types(feedback_types))})")  # fmt: skip
-            flag(pd.Series(unknown_types(normalise_types(given.tolist()), feedback_types), index=chunk.index), why, type_column)  # fmt: skip
+            known = ", ".join(known_types(feedback_types))
+            bad = pd.Series(unknown_types(normalise_types(given.tolist()), feedback_types), index=chunk.index)
+            flag(bad, lambda m: [f"{type_column} {str(v)[:40]!r} is not a feedback type of the taxonomy ({known})" for v in given[m]], type_column)  # fmt: skip
         if self.id_column:
             ids = self._ids(chunk)
             flag(ids == "", "missing id", self.id_column)
-            rows = pd.to_numeric(chunk[ROW])
-            duplicate = (ids != "") & first_rows.notna() & (first_rows != rows)
-            why = (
-                "duplicate id "
-                + ids.map(repr)
-                + " (first at row "
-                + first_rows.fillna(0).astype("int64").astype(str)
-                + ")"
-            )
-            flag(duplicate, why, self.id_column)
+            duplicate = (ids != "") & first_rows.notna() & (first_rows != pd.to_numeric(chunk[ROW]))
+            flag(duplicate, lambda m: [f"duplicate id {i!r} (first at row {int(r)})" for i, r in zip(ids[m], first_rows[m])], self.id_column)  # fmt: skip
         return reason, column
 
     def _ids(self, chunk: pd.DataFrame) -> pd.Series:

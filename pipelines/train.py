@@ -6,6 +6,7 @@ k-fold cross-validation); the logged model is then refit on all labelled rows.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import time
@@ -158,8 +159,6 @@ def _labelled_table(source, required: list[str]) -> tuple[str | Path, pd.DataFra
 
 def frame_sha256(frame: pd.DataFrame) -> str:
     """A fingerprint of a frame's content (its values, row by row, in order)."""
-    import hashlib
-
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
 
 
