@@ -13,7 +13,7 @@ from pipelines import store
 from pipelines.config import Settings
 from pipelines.registry import gate
 from pipelines.tracking import configure as configure_mlflow
-from tests.conftest import CROSSWALK, run_cli
+from tests.conftest import CROSSWALK, run_cli, run_cli_in_process
 
 
 def test_the_gate_rule():
@@ -42,7 +42,7 @@ def test_a_worse_candidate_is_refused_and_a_better_one_promoted(tmp_path, fft, p
     def trained_on(share: float, name: str) -> str:
         path = tmp_path / f"{name}.csv"
         fft.sample(frac=share, random_state=1).to_csv(path, index=False)
-        result = run_cli(
+        result = run_cli_in_process(  # in this process: the three trainings are the test, not start-up
             "train", "--input", str(path), "--text-column", "feedback", "--label-column", "code",
             "--crosswalk", str(CROSSWALK), "--register", "gate-test", env=env, state_dir=state,
         )  # fmt: skip
@@ -52,7 +52,7 @@ def test_a_worse_candidate_is_refused_and_a_better_one_promoted(tmp_path, fft, p
 
     first = trained_on(0.3, "thirty")  # the first registered model becomes champion
     worse = trained_on(0.1, "ten")
-    refused = run_cli("promote", "--candidate", f"models:/gate-test/{worse}", env=env, state_dir=state)
+    refused = run_cli_in_process("promote", "--candidate", f"models:/gate-test/{worse}", env=env, state_dir=state)
     assert refused.returncode == 5, refused.stderr
     assert f"version {worse} -> challenger" in refused.stdout
     better = trained_on(1.0, "all")
