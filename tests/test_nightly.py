@@ -16,7 +16,7 @@ from pipelines.config import PROJECT_ROOT, Settings
 from pipelines.datasets import sample_complaints_path
 from pipelines.deadlines import acknowledgement_deadline, add_working_days, learning_stage
 from pipelines.nightly import run_nightly, store_snapshot
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_in_process
 
 THEMES = {"quality_of_service", "communication", "process_not_followed", "general_service", "staff_behaviour"}
 
@@ -100,11 +100,15 @@ def _fresh_postgres_database(server_url: str, name: str) -> str:
 
 
 def _nightly(ctx, *extra):
-    return run_cli("nightly", *extra, env=ctx["env"], state_dir=ctx["state_dir"])
+    """The nightly command in this process: the run is the test; start-up is tested by the
+    default-run, lock and kill tests, which use a real process."""
+    return run_cli_in_process("nightly", *extra, env=ctx["env"], state_dir=ctx["state_dir"])
 
 
 def _runs(ctx) -> str:
-    return run_cli("runs", "--limit", "1", env=ctx["env"], state_dir=ctx["state_dir"], check=True).stdout
+    result = run_cli_in_process("runs", "--limit", "1", env=ctx["env"], state_dir=ctx["state_dir"])
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def _engine(ctx):
