@@ -867,27 +867,44 @@ def bulletin_groups(groups: pd.DataFrame, previous: dict | None) -> pd.DataFrame
     return groups.assign(_rank=rank).sort_values(["_rank", "n_reviews", "group_id"], ascending=[True, False, True])
 
 
-def build_bulletin(engine, settings: Settings, today: dt.date | None = None, end: dt.date | None = None) -> Bulletin:
-    """Recurring learning groups, and those new or grown since the last bulletin; complaint
-    themes emerging in the month of ``end`` (default today)."""
-    today = today or dt.date.today()
-    end = end or today
+@dataclass
+class BulletinData:
+    """What a bulletin is built from, read from the store by :func:`load_bulletin_data`."""
+
+    groups: pd.DataFrame  # the learning groups of the latest grouping
+    previous: dict | None  # the last bulletin circulated (its groups and date), if any
+    history: pd.DataFrame  # complaints by month (rows) and reporting theme (columns)
+
+
+def load_bulletin_data(engine, end: dt.date) -> BulletinData:
+    """The learning groups, the last bulletin and complaint counts by month up to ``end``;
+    complaints are counted chunk by chunk, so memory does not follow the rows."""
     _, groups = store.read_learning(engine)
-    counts = {
-        str(g): {"n_points": int(p), "n_reviews": int(r)}
-        for g, p, r in zip(groups.get("group_id", []), groups.get("n_points", []), groups.get("n_reviews", []))
-    }
-    previous = store.last_bulletin(engine)
     start = history_start(end)
     columns = ["received_date", "human_theme", "analyst_theme", "theme", "feedback_type"]
-    counts_by_month = []  # complaints by month and theme, chunk by chunk: memory does not follow the rows
+    counts_by_month = []
     for frame in store.iter_complaints_between(engine, start, end, None, columns, CHUNK_ROWS):
         frame = frame[frame["feedback_type"].fillna("") != "compliment"]
         month = pd.to_datetime(frame["received_date"]).dt.to_period("M")
         counts_by_month.append(frame.groupby([month.rename("month"), reporting_theme(frame).rename("theme")]).size())
     counted = pd.concat(counts_by_month) if counts_by_month else pd.Series(dtype=int)
     history = counted.groupby(level=[0, 1]).sum().unstack(fill_value=0) if len(counted) else pd.DataFrame()
-    history = history.reindex(_months(start, end), fill_value=0)
+    return BulletinData(groups=groups, previous=store.last_bulletin(engine), history=history)
+
+
+def build_bulletin(
+    data: BulletinData, settings: Settings, today: dt.date | None = None, end: dt.date | None = None
+) -> Bulletin:
+    """Recurring learning groups, and those new or grown since the last bulletin; complaint
+    themes emerging in the month of ``end`` (default today). Pure: no store, no tracking."""
+    today = today or dt.date.today()
+    end = end or today
+    groups, previous = data.groups, data.previous
+    counts = {
+        str(g): {"n_points": int(p), "n_reviews": int(r)}
+        for g, p, r in zip(groups.get("group_id", []), groups.get("n_points", []), groups.get("n_reviews", []))
+    }
+    history = data.history.reindex(_months(history_start(end), end), fill_value=0)
     themes = emerging_themes(history, min_count=settings.suppress_below)
     labels = theme_labels(settings)
     themes["theme"] = themes["theme"].map(lambda t: label_of(t, labels))
@@ -1032,6 +1049,7 @@ def run_reports(
         raise ValueError(f"--from {start} is after --to {end}")
     data = load_report_data(engine, settings, start, end, service, today)
     paths = write_theme_report(build_theme_report(data, settings), output)
-    paths += write_bulletin(build_bulletin(engine, settings, today, end), output, engine if record_bulletin else None)
+    bulletin = build_bulletin(load_bulletin_data(engine, end), settings, today, end)
+    paths += write_bulletin(bulletin, output, engine if record_bulletin else None)
     log.info("reports written", extra={"fields": {"folder": str(output), "files": len(paths)}})
     return paths

@@ -180,7 +180,7 @@ def test_the_workbook_is_a_working_file(hostile_reports):
 
 
 def test_the_bulletin_says_which_groups_are_new_and_growing(tmp_path, settings):
-    from pipelines.reports import build_bulletin, write_bulletin
+    from pipelines.reports import build_bulletin, load_bulletin_data, write_bulletin
 
     engine = store.connect(f"sqlite:///{tmp_path / 's.db'}")
 
@@ -206,7 +206,7 @@ def test_the_bulletin_says_which_groups_are_new_and_growing(tmp_path, settings):
         columns=["report_id", "position", "section", "point_text", "group_id", "group_label", "date", "team", "marker"]
     )
     store.write_learning(engine, "run1", "f1", points, groups([(0, "duty triage", 4, 3), (1, "discharge", 2, 2)]))
-    first = build_bulletin(engine, settings)
+    first = build_bulletin(load_bulletin_data(engine, dt.date.today()), settings)
     assert set(first.groups["status"]) == {"recurring"}  # nothing to compare with yet
     write_bulletin(first, tmp_path / "b1", engine)
     store.write_learning(
@@ -216,7 +216,7 @@ def test_the_bulletin_says_which_groups_are_new_and_growing(tmp_path, settings):
         points,
         groups([(0, "duty triage", 6, 4), (1, "discharge", 2, 2), (2, "mental health", 2, 2)]),
     )
-    second = build_bulletin(engine, settings).groups.set_index("group_label")
+    second = build_bulletin(load_bulletin_data(engine, dt.date.today()), settings).groups.set_index("group_label")
     assert second.loc["mental health", "status"] == "new"
     assert second.loc["duty triage", "status"] == "growing" and second.loc["duty triage", "growth"] == 2
     assert second.loc["discharge", "status"] == "recurring"
@@ -225,7 +225,7 @@ def test_the_bulletin_says_which_groups_are_new_and_growing(tmp_path, settings):
     assert second.loc["duty triage", "representative"] == "duty triage point one"
     assert second.loc["duty triage", "label"] == "Duty triage"
     assert "Not circulated before" in (tmp_path / "b1" / "learning_bulletin.md").read_text()
-    write_bulletin(build_bulletin(engine, settings), tmp_path / "b2")
+    write_bulletin(build_bulletin(load_bulletin_data(engine, dt.date.today()), settings), tmp_path / "b2")
     html = (tmp_path / "b2" / "learning_bulletin.html").read_text()
     assert f"Last circulated: {dt.date.today():%d %B %Y}" in html and ">Duty triage (growing" in html
     assert "duty triage point two" not in html
@@ -690,3 +690,29 @@ def test_the_overdue_list_names_the_longest_overdue_when_there_are_more(settings
     assert "2 overdue" in section.intro and "It names the 1 overdue longest." in section.intro
     listed = next(t.frame for t in section.tables if t.caption == "Overdue learning stages")
     assert listed.index.tolist() == ["C-1"]
+
+
+def test_the_bulletin_is_built_from_small_frames_without_a_store(settings):
+    """build_bulletin is pure: groups, the last bulletin and monthly counts in, a bulletin out."""
+    from pipelines.reports import BulletinData, build_bulletin
+
+    groups = pd.DataFrame(
+        {
+            "group_id": [0, 1], "group_label": ["duty rota cover", "discharge planning"], "n_points": [5, 2],
+            "n_reviews": [3, 1], "recurring": [True, False],
+            "representative_points": ["rota gaps at weekends | cover not escalated", "discharge was rushed"],
+        }
+    )  # fmt: skip
+    months = pd.period_range("2025-01", "2025-07", freq="M", name="month")
+    history = pd.DataFrame({"communication": [4, 5, 4, 6, 5, 4, 30], "process_not_followed": [6] * 7}, index=months)
+    previous = {"created_at": dt.datetime(2025, 6, 30), "groups": {"0": {"n_points": 3, "n_reviews": 2}}}
+    bulletin = build_bulletin(
+        BulletinData(groups, previous, history), settings, dt.date(2025, 7, 31), dt.date(2025, 7, 31)
+    )
+    shown = bulletin.groups.set_index("group_label")
+    assert shown.loc["duty rota cover", "status"] == "growing" and shown.loc["duty rota cover", "growth"] == 2
+    assert shown.loc["discharge planning", "status"] == "new"  # not in the last bulletin, so shown although single
+    assert bulletin.since == "30 June 2025" and bulletin.month == "July 2025"
+    emerging = bulletin.themes.set_index("theme")["emerging"]
+    assert emerging.sum() == 1 and emerging.idxmax() != "process_not_followed"
+    assert bulletin.counts["0"] == {"n_points": 5, "n_reviews": 3}
