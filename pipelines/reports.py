@@ -873,7 +873,8 @@ class BulletinData:
 
     groups: pd.DataFrame  # the learning groups of the latest grouping
     previous: dict | None  # the last bulletin circulated (its groups and date), if any
-    history: pd.DataFrame  # complaints by month (rows) and reporting theme (columns)
+    history: pd.DataFrame  # complaints by month (every month, oldest first, to end's) and reporting theme
+    end: dt.date  # the bulletin's month is the month of this date
 
 
 def load_bulletin_data(engine, end: dt.date) -> BulletinData:
@@ -889,23 +890,20 @@ def load_bulletin_data(engine, end: dt.date) -> BulletinData:
         counts_by_month.append(frame.groupby([month.rename("month"), reporting_theme(frame).rename("theme")]).size())
     counted = pd.concat(counts_by_month) if counts_by_month else pd.Series(dtype=int)
     history = counted.groupby(level=[0, 1]).sum().unstack(fill_value=0) if len(counted) else pd.DataFrame()
-    return BulletinData(groups=groups, previous=store.last_bulletin(engine), history=history)
+    history = history.reindex(_months(start, end), fill_value=0)
+    return BulletinData(groups=groups, previous=store.last_bulletin(engine), history=history, end=end)
 
 
-def build_bulletin(
-    data: BulletinData, settings: Settings, today: dt.date | None = None, end: dt.date | None = None
-) -> Bulletin:
+def build_bulletin(data: BulletinData, settings: Settings, today: dt.date | None = None) -> Bulletin:
     """Recurring learning groups, and those new or grown since the last bulletin; complaint
-    themes emerging in the month of ``end`` (default today). Pure: no store, no tracking."""
+    themes emerging in the month of ``data.end``. Pure: no store, no tracking."""
     today = today or dt.date.today()
-    end = end or today
     groups, previous = data.groups, data.previous
     counts = {
         str(g): {"n_points": int(p), "n_reviews": int(r)}
         for g, p, r in zip(groups.get("group_id", []), groups.get("n_points", []), groups.get("n_reviews", []))
     }
-    history = data.history.reindex(_months(history_start(end), end), fill_value=0)
-    themes = emerging_themes(history, min_count=settings.suppress_below)
+    themes = emerging_themes(data.history, min_count=settings.suppress_below)
     labels = theme_labels(settings)
     themes["theme"] = themes["theme"].map(lambda t: label_of(t, labels))
     return Bulletin(
@@ -915,7 +913,7 @@ def build_bulletin(
         groups=bulletin_groups(groups, previous),
         themes=themes,
         counts=counts,
-        month=f"{end:%B %Y}",
+        month=f"{data.end:%B %Y}",
     )
 
 
@@ -1049,7 +1047,7 @@ def run_reports(
         raise ValueError(f"--from {start} is after --to {end}")
     data = load_report_data(engine, settings, start, end, service, today)
     paths = write_theme_report(build_theme_report(data, settings), output)
-    bulletin = build_bulletin(load_bulletin_data(engine, end), settings, today, end)
+    bulletin = build_bulletin(load_bulletin_data(engine, end), settings, today)
     paths += write_bulletin(bulletin, output, engine if record_bulletin else None)
     log.info("reports written", extra={"fields": {"folder": str(output), "files": len(paths)}})
     return paths

@@ -42,44 +42,54 @@ def settings(state_dir, public_data_dir) -> Settings:
     return Settings(state_dir=state_dir, public_data_dir=public_data_dir)
 
 
-def run_cli(*args: str, env: dict | None = None, state_dir: Path | None = None, check: bool = False):
-    """Run ``python cli.py ARGS`` in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    if state_dir is not None:
-        full_env["LFF_STATE_DIR"] = str(state_dir)
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "cli.py"), *args],
-        cwd=PROJECT_ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-    )
+def _cli_env(env: dict | None, state_dir: Path | None) -> dict:
+    return {**(env or {}), **({"LFF_STATE_DIR": str(state_dir)} if state_dir is not None else {})}
+
+
+def _checked(result, args, check: bool):
     if check and result.returncode != 0:
         raise AssertionError(f"cli {args} exited {result.returncode}\n{result.stderr[-3000:]}")
     return result
 
 
-def run_cli_in_process(*args: str, env: dict | None = None, state_dir: Path | None = None):
-    """Run the CLI's commands in this process (no interpreter start-up or imports, ~5 s each).
+def run_cli(*args: str, env: dict | None = None, state_dir: Path | None = None, check: bool = False):
+    """Run ``python cli.py ARGS`` in a subprocess, as a user would."""
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "cli.py"), *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **_cli_env(env, state_dir)},
+        capture_output=True,
+        text=True,
+    )
+    return _checked(result, args, check)
+
+
+def run_cli_in_process(*args: str, env: dict | None = None, state_dir: Path | None = None, check: bool = False):
+    """Run a CLI command in this process (no interpreter start-up or imports, ~5 s each).
 
     Same arguments, exit codes and stderr as `run_cli`; an exception that would escape the
-    command shows up as a traceback in stderr, as it would from the real process.
-    Not thread-safe: the environment is patched for the call.
+    command shows up as a traceback in stderr, as it would from the real process. The
+    command's logging set-up is undone afterwards, so later tests see their own. Not
+    thread-safe: the environment is patched for the call.
     """
+    import logging
     import traceback
 
     from typer.testing import CliRunner
 
     import cli
 
-    full_env = {**(env or {})}
-    if state_dir is not None:
-        full_env["LFF_STATE_DIR"] = str(state_dir)
-    result = CliRunner().invoke(cli.app, list(args), env=full_env)
+    loggers = [logging.getLogger(name) for name in ("pipelines", "mlflow")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    try:
+        result = CliRunner().invoke(cli.app, list(args), env=_cli_env(env, state_dir))
+    finally:
+        for lg, (handlers, level, propagate) in zip(loggers, saved):
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
+    return _checked(subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr), args, check)
 
 
 @pytest.fixture(scope="session")

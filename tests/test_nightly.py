@@ -106,9 +106,7 @@ def _nightly(ctx, *extra):
 
 
 def _runs(ctx) -> str:
-    result = run_cli_in_process("runs", "--limit", "1", env=ctx["env"], state_dir=ctx["state_dir"])
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_cli_in_process("runs", "--limit", "1", env=ctx["env"], state_dir=ctx["state_dir"], check=True).stdout
 
 
 def _engine(ctx):
