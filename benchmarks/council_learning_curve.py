@@ -11,12 +11,13 @@ The council weight (settings.council_weight) was chosen with:
 
 The council set (benchmarks/data/council_complaints_madeup.csv) is MADE UP by the project,
 written apart from the taxonomy's examples and data/sample/: it stands in for complaints of
-a council the model has never seen. It is one writer's idea of many voices, so it can show
-whether the method learns from a council's labels and in what order to label; it cannot
-prove accuracy on real council text. Each draw splits it at random into a pool (200
-complaints) and a test part (the other complaints and all compliments). Accuracy is the
-substantive theme of the test complaints (3 themes), with the export's feedback type given,
-as the nightly run scores them; macro-F1 is over those 3 themes.
+a council the model has never seen. It is four writers' idea of many voices (writer sets 1,
+A, B, C; benchmarks/data/README.md), so it can show whether the method learns from a
+council's labels and in what order to label; it cannot prove accuracy on real council text.
+Each draw splits it at random into a pool (200 complaints) and a test part (the other
+complaints and all compliments). Accuracy is the substantive theme of the test complaints (3
+themes), with the export's feedback type given, as the nightly run scores them, overall and
+per writer set; macro-F1 is over those 3 themes.
 
 "Review-queue order" labels the pool in the order ``cli.py review export`` lists it, from
 the cold-start model's scores (:func:`pipelines.corrections.teaching_order`).
@@ -90,13 +91,20 @@ def fit_alone(rows: pd.DataFrame, taxonomy: Taxonomy):
     return fit(data)
 
 
+def writer_set(ids: pd.Series) -> pd.Series:
+    """Which set of writers a row comes from: "1" (MADEUP-001...) or "A"/"B"/"C" (MADEUP-A-001...)."""
+    return ids.str.extract(r"^MADEUP-([A-Z])-", expand=False).fillna("1")
+
+
 def score(model, test: pd.DataFrame, taxonomy: Taxonomy) -> dict:
     complaints = test[test["feedback_type"] == "complaint"]
     out = tag(model, complaints["text"], taxonomy.feedback_type_of(), complaints["feedback_type"].tolist())
     truth, predicted = complaints["theme"].to_numpy(), out["theme"].to_numpy()
+    right = pd.Series(truth == predicted).groupby(writer_set(complaints["id"]).to_numpy()).mean()
     return {
         "accuracy": float((truth == predicted).mean()),
         "macro_f1": float(f1_score(truth, predicted, labels=COMPLAINT_THEMES, average="macro", zero_division=0)),
+        **{f"accuracy_set_{name}": float(value) for name, value in right.items()},
     }
 
 
@@ -113,6 +121,7 @@ def summarise(runs: list[dict]) -> dict:
     table = pd.DataFrame(runs)
     grouped = table.groupby(["training", "order", "labels"])
     summary = grouped[["accuracy", "macro_f1"]].agg(["mean", "std"]).round(4)
+    by_set = grouped[sorted(c for c in table.columns if c.startswith("accuracy_set_"))].mean().round(4)
     return {
         f"{training} | {order} | {labels}": {
             "accuracy_mean": row[("accuracy", "mean")],
@@ -120,6 +129,7 @@ def summarise(runs: list[dict]) -> dict:
             "macro_f1_mean": row[("macro_f1", "mean")],
             "macro_f1_std": row[("macro_f1", "std")],
             "draws": int(grouped.size()[(training, order, labels)]),
+            "accuracy_mean_by_writer_set": by_set.loc[(training, order, labels)].dropna().to_dict(),
         }
         for (training, order, labels), row in summary.iterrows()
     }
@@ -182,6 +192,10 @@ def main() -> None:
             "file": COUNCIL_SET.name,
             "rows": len(council),
             "per_theme": council["theme"].value_counts().to_dict(),
+            "complaints_per_writer_set": writer_set(council.loc[council["feedback_type"] == "complaint", "id"])
+            .value_counts()
+            .sort_index()
+            .to_dict(),
             "made_up": True,
         },  # fmt: skip
         "pool_complaints": POOL,
