@@ -8,6 +8,9 @@ Writes benchmarks/results/council_learning_curve.json. Run:
 The council weight (settings.council_weight) was chosen with:
     ... council_learning_curve.py --draws 3 --weights 3,10,30 --sizes 25,100,200 --orders random
         --output benchmarks/results/council_weight_choice.json
+and the example weight (settings.example_weight) checked with, for W in 3 and 30:
+    ... council_learning_curve.py --example-weight W --sizes 100 --orders random
+        --output benchmarks/results/council_example_weight_W.json
 
 The council set (benchmarks/data/council_complaints_madeup.csv) is MADE UP by the project,
 written apart from the taxonomy's examples and data/sample/: it stands in for complaints of
@@ -167,6 +170,7 @@ def main() -> None:
     parser.add_argument(
         "--weights", default="", help="council weights to compare, e.g. 1,3,10,30 (default: the setting)"
     )
+    parser.add_argument("--example-weight", type=float, help="weight of each taxonomy example (default: the setting)")
     parser.add_argument("--sizes", default="25,50,100,200", help="numbers of council labels (0 is always measured)")
     parser.add_argument("--orders", default="random,review queue")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -178,6 +182,8 @@ def main() -> None:
     sizes = [int(n) for n in args.sizes.split(",")]
     orders = args.orders.split(",")
     settings = Settings()
+    if args.example_weight is not None:
+        settings = settings.model_copy(update={"example_weight": args.example_weight})
     weights = [float(w) for w in args.weights.split(",") if w] or [settings.council_weight]
     taxonomy = Taxonomy.from_file(settings.taxonomy_path)
     council = council_set()
