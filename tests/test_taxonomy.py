@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,3 +122,20 @@ def test_a_code_the_crosswalk_does_not_decide_is_dropped_with_a_warning(tmp_path
     assert mapped["code"].tolist() == ["sa"]
     warned = [r for r in caplog.records if "no decision" in r.getMessage()]
     assert len(warned) == 1 and warned[0].fields == {"crosswalk": "walk", "rows": 1, "codes": ["qq"]}
+
+
+def test_the_council_benchmark_set_copies_no_example_and_no_sample_complaint():
+    """benchmarks/council_learning_curve.py stands in for complaints the model has never seen,
+    so no benchmark text may be a near-copy (word and word-pair TF-IDF cosine >= 0.6) of a
+    taxonomy example, which the model trains on, or of a sample complaint."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    bench = pd.read_csv(PROJECT_ROOT / "benchmarks" / "data" / "council_complaints_madeup.csv", dtype=str)["text"]
+    examples = Taxonomy.from_file(TAXONOMY).example_rows()["text"]
+    sample = pd.read_csv(PROJECT_ROOT / "data" / "sample" / "complaints.csv", dtype=str)["text"].dropna()
+    assert len(bench) >= 300 and bench.is_unique
+    vectors = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(pd.concat([bench, examples, sample]))
+    for name, texts in (("taxonomy example", examples), ("sample complaint", sample)):
+        cosine = (vectors.transform(texts) @ vectors.transform(bench).T).toarray()
+        i, j = np.unravel_index(cosine.argmax(), cosine.shape)
+        assert cosine[i, j] < 0.6, f"benchmark row {j} is a near-copy of {name} {texts.iloc[i]!r}"
